@@ -1,0 +1,485 @@
+"""Typed configuration: one schema for pretraining and evaluation, YAML recipes and ``key=value`` overrides.
+
+A run is described by :class:`Config`. Recipes in ``recipes/`` are partial YAML files merged over the defaults below; any
+key can then be overridden on the command line with a dotted path (``optim.base_lr=0.1``, ``views.large.count=2``).
+Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate`` methods. Every failure becomes
+one :class:`~selfsup.errors.ConfigError` line that names the option.
+
+The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (filled in by
+``selfsup.methods``), and the other ``method.*`` keys are checked against it.
+
+Names follow the papers: views are *large*/*small* (RELICv2; SSLight calls them global/local), ``temperature`` is tau,
+``beta`` the invariance scale, ``num_negatives`` n_e, ``views.mask_p`` p_m, ``method.alpha`` SSLight's alpha.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from selfsup.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------------------
+
+DATASETS = ("shapes", "fashion_mnist", "cifar10", "cifar100", "folder")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from. Every dataset yields square uint8 RGB images of ``image_size`` pixels."""
+
+    dataset: str = "shapes"
+    root: Optional[str] = None  # folder/cifar: the directory; fashion_mnist: overrides the Debian path
+    test_root: Optional[str] = None  # folder: the evaluation folder (default: ROOT/val or ROOT/test if present)
+    image_size: int = 32  # folders: short side resized, then centre-cropped to this; built-ins: native or resized
+    # built-in procedural dataset ("shapes")
+    num_classes: int = 10
+    train_size: int = 10000
+    test_size: int = 2000
+    spurious: float = 0.0  # probability that an image's background family is the one tied to its class
+    # any dataset
+    limit: Optional[int] = None  # use only the first N images of each split (quick runs)
+    skip_corrupt: bool = False  # skip unreadable images (counted and logged) instead of stopping
+    workers: int = 0  # DataLoader worker processes
+    mean: Optional[List[float]] = None  # normalisation; None takes the dataset's own statistics
+    std: Optional[List[float]] = None
+
+    def validate(self) -> None:
+        _choice("data.dataset", self.dataset, DATASETS)
+        _positive("data.image_size", self.image_size)
+        _positive("data.num_classes", self.num_classes)
+        _positive("data.train_size", self.train_size)
+        _positive("data.test_size", self.test_size)
+        _unit("data.spurious", self.spurious)
+        if self.limit is not None:
+            _positive("data.limit", self.limit)
+        if self.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0, got {self.workers}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) != 3:
+                raise ConfigError(f"data.{key} needs 3 values (R, G, B), got {list(value)}")
+        if self.dataset in ("folder", "cifar10", "cifar100") and not self.root:
+            raise ConfigError(f"data.root is required for data.dataset={self.dataset}")
+
+
+@dataclass
+class ViewGroupConfig:
+    """One group of views of the same output size (RELICv2 large/small; SSLight global/local).
+
+    List-valued settings are cycled over the views of the group: view ``v`` (0-based) takes entry ``v % len(list)``.
+    RELICv2's Table 4 (method-details A3) alternates "odd" settings (views 1, 3, ... in the paper's 1-based numbering,
+    index 0, 2, ... here) and "even" settings, so its lists have two entries: ``[odd, even]``.
+    """
+
+    count: int = 2
+    size: int = 224
+    scale_min: List[float] = field(default_factory=lambda: [0.08])  # crop area fraction, lower bound (cycled)
+    scale_max: float = 1.0  # crop area fraction, upper bound
+    blur_p: List[float] = field(default_factory=lambda: [1.0, 0.1])  # cycled
+    solarize_p: List[float] = field(default_factory=lambda: [0.0, 0.2])  # cycled
+    center_crop: bool = False  # centred boxes instead of random positions (RELICv2 App. D reading for small views)
+    maskable: bool = False  # whether saliency/foreground masking may replace this group's background (A4)
+
+    def validate(self, name: str) -> None:
+        if self.count < 0:
+            raise ConfigError(f"views.{name}.count must be >= 0, got {self.count}")
+        _positive(f"views.{name}.size", self.size)
+        for key in ("scale_min", "blur_p", "solarize_p"):
+            values = getattr(self, key)
+            if len(values) == 0:
+                raise ConfigError(f"views.{name}.{key} needs at least one value")
+            for v in values:
+                _unit(f"views.{name}.{key}", v)
+        if not 0.0 < self.scale_max <= 1.0:
+            raise ConfigError(f"views.{name}.scale_max must be in (0, 1], got {self.scale_max}")
+        for lo in self.scale_min:
+            if not 0.0 < lo <= self.scale_max:
+                raise ConfigError(f"views.{name}.scale_min values must be in (0, scale_max={self.scale_max}], got {lo}")
+
+
+def _relic_large() -> ViewGroupConfig:
+    # Table 4 as read in method-details A3: odd views crop 0.14-1, blur 0.1, solarize 0.2; even 0.08-1, 1.0, 0.0.
+    return ViewGroupConfig(count=4, size=224, scale_min=[0.14, 0.08], scale_max=1.0, blur_p=[0.1, 1.0],
+                           solarize_p=[0.2, 0.0], maskable=True)
+
+
+def _relic_small() -> ViewGroupConfig:
+    return ViewGroupConfig(count=2, size=96, scale_min=[0.05], scale_max=0.14, blur_p=[0.1, 1.0],
+                           solarize_p=[0.2, 0.0], maskable=False)
+
+
+@dataclass
+class ViewsConfig:
+    """Multi-view sampling: L large and S small views per image, shared colour settings, and the mask hook (A3, A4)."""
+
+    large: ViewGroupConfig = field(default_factory=_relic_large)
+    small: ViewGroupConfig = field(default_factory=_relic_small)
+    ratio: List[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])  # aspect range, log-uniform
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])  # sigma ~ U(lo, hi), in pixels at 224
+    blur_kernel_frac: float = 0.1  # kernel side ~ 10% of the view side, rounded to odd (23 taps at 224)
+    mask_p: float = 0.1  # p_m: probability that a maskable view uses the background-masked image
+    mask_min_fraction: float = 0.05  # masking applies only if the mask covers at least this much of the image
+
+    def validate(self) -> None:
+        self.large.validate("large")
+        self.small.validate("small")
+        if self.large.count < 1:
+            raise ConfigError("views.large.count must be >= 1")
+        if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ConfigError(f"views.ratio must be [lo, hi] with 0 < lo <= hi, got {list(self.ratio)}")
+        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ConfigError(f"views.blur_sigma must be [lo, hi] with 0 < lo <= hi, got {list(self.blur_sigma)}")
+        for key in ("flip_p", "jitter_p", "grayscale_p", "mask_p", "mask_min_fraction", "blur_kernel_frac"):
+            _unit(f"views.{key}", getattr(self, key))
+        for key in ("brightness", "contrast", "saturation"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"views.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.hue <= 0.5:
+            raise ConfigError(f"views.hue must be in [0, 0.5], got {self.hue}")
+
+
+@dataclass
+class ModelConfig:
+    """The encoder f: a backbone from the registry, whose output is the pooled pre-logits representation."""
+
+    backbone: str = "convnet_tiny"
+    width: float = 1.0  # width multiplier of every stage (RELICv2 Table 5: 1x, 2x, 4x)
+    stem: str = "auto"  # auto | imagenet | small: "auto" picks the small stem for inputs <= small_stem_max_size
+    small_stem_max_size: int = 64
+    norm: str = "batch"  # batch | group | none (group/none make a step independent of how the batch is split)
+
+    def validate(self) -> None:
+        _choice("model.stem", self.stem, ("auto", "imagenet", "small"))
+        _choice("model.norm", self.norm, ("batch", "group", "none"))
+        if self.width <= 0:
+            raise ConfigError(f"model.width must be > 0, got {self.width}")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule: lr = base_lr * global_batch / 256, linear warm-up, then cosine."""
+
+    name: str = "lars"  # lars | sgd | adamw
+    base_lr: float = 0.3
+    min_lr_ratio: float = 0.0  # final lr as a fraction of the peak
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    nesterov: bool = False
+    trust_coefficient: float = 1e-3  # LARS eta
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    warmup_epochs: float = 10.0
+    warmup_steps: Optional[int] = None  # overrides warmup_epochs
+
+    def validate(self) -> None:
+        _choice("optim.name", self.name, ("lars", "sgd", "adamw"))
+        if self.base_lr <= 0:
+            raise ConfigError(f"optim.base_lr must be > 0, got {self.base_lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        _unit("optim.min_lr_ratio", self.min_lr_ratio)
+        if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
+            raise ConfigError("optim warm-up must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """The loop: batch, length, devices, precision, checkpoints and logging."""
+
+    batch_size: int = 256  # global batch over all processes (each process takes batch_size / world_size)
+    epochs: float = 100.0
+    steps: Optional[int] = None  # overrides epochs: the schedule length in optimiser steps
+    max_time_s: Optional[float] = None  # wall-clock budget: stop early (with a checkpoint) when exceeded
+    accelerator: str = "auto"  # auto | cpu | cuda | mps
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn
+    precision: str = "auto"  # auto (bf16-mixed on GPUs that have it, else 32-true) | 32-true | bf16-mixed | 16-mixed
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = True  # convert BatchNorm to SyncBatchNorm under multi-GPU DDP (CPU gloo has no SyncBatchNorm)
+    ckpt_every_steps: int = 500
+    ckpt_every_minutes: float = 10.0
+    log_every_steps: int = 10
+    progress: bool = True
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+
+    def validate(self) -> None:
+        _positive("train.batch_size", self.batch_size)
+        if self.steps is not None:
+            _positive("train.steps", self.steps)
+        elif self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        _positive("train.devices", self.devices)
+        _positive("train.num_nodes", self.num_nodes)
+        _positive("train.ckpt_every_steps", self.ckpt_every_steps)
+        _positive("train.log_every_steps", self.log_every_steps)
+        _choice("train.accelerator", self.accelerator, ("auto", "cpu", "cuda", "gpu", "mps"))
+        _choice("train.strategy", self.strategy, ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"))
+        _choice("train.precision", self.precision, ("auto", "32-true", "32", "bf16-mixed", "16-mixed"))
+        world = self.devices * self.num_nodes
+        if self.batch_size % world:
+            raise ConfigError(f"train.batch_size={self.batch_size} is not divisible by the {world} processes")
+
+
+@dataclass
+class LinearEvalConfig:
+    """Linear probe on the frozen backbone (A6 for L-BFGS; RELICv2 App. D.1 for SGD)."""
+
+    protocol: str = "lbfgs"  # lbfgs | sgd
+    # L-BFGS on cached features
+    val_fraction: float = 0.1  # held-out part of train used to choose the L2 strength
+    l2_grid: List[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    max_iter: int = 500
+    # SGD protocol (App. D.1): 100 epochs, Nesterov 0.9, no weight decay, RRC + flip for training
+    epochs: int = 100
+    batch_size: int = 256
+    base_lr: float = 0.3  # lr = base_lr * batch_size / 256, cosine, no warm-up
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+
+    def validate(self) -> None:
+        _choice("eval.linear.protocol", self.protocol, ("lbfgs", "sgd"))
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"eval.linear.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not self.l2_grid or any(v < 0 for v in self.l2_grid):
+            raise ConfigError("eval.linear.l2_grid needs non-negative values")
+        _positive("eval.linear.epochs", self.epochs)
+        _positive("eval.linear.batch_size", self.batch_size)
+        _positive("eval.linear.max_iter", self.max_iter)
+
+
+@dataclass
+class KNNEvalConfig:
+    """Weighted kNN on cosine similarity (Wu et al. 2018): votes weighted by exp(sim / temperature)."""
+
+    k: List[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.07
+
+    def validate(self) -> None:
+        if not self.k or any(v < 1 for v in self.k):
+            raise ConfigError(f"eval.knn.k needs positive values, got {list(self.k)}")
+        if self.temperature <= 0:
+            raise ConfigError(f"eval.knn.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of a frozen backbone; images are centre-cropped by crop_ratio and resized to image_size."""
+
+    image_size: Optional[int] = None  # None: the source size times crop_ratio
+    crop_ratio: float = 1.0  # 0.875 gives ImageNet's resize-256 / centre-crop-224
+    batch_size: int = 512
+    linear: LinearEvalConfig = field(default_factory=LinearEvalConfig)
+    knn: KNNEvalConfig = field(default_factory=KNNEvalConfig)
+
+    def validate(self) -> None:
+        if not 0 < self.crop_ratio <= 1:
+            raise ConfigError(f"eval.crop_ratio must be in (0, 1], got {self.crop_ratio}")
+        _positive("eval.batch_size", self.batch_size)
+        self.linear.validate()
+        self.knn.validate()
+
+
+@dataclass
+class Config:
+    """A whole run. ``method`` holds the method's own dataclass (see :data:`METHOD_ARGS`)."""
+
+    name: str = "run"
+    out: str = "runs/${name}"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        for part in (self.data, self.views, self.model, self.optim, self.train, self.eval):
+            part.validate()
+        if hasattr(self.method, "validate"):
+            self.method.validate()
+        return self
+
+
+# Filled by selfsup.methods: method name -> its arguments dataclass (with a ``name`` field and ``validate()``).
+METHOD_ARGS: Dict[str, type] = {}
+
+
+def register_method_args(name: str):
+    """Class decorator: make a method's arguments dataclass selectable with ``method.name=<name>``."""
+
+    def wrap(cls: type) -> type:
+        METHOD_ARGS[name] = cls
+        return cls
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------------
+
+RECIPE_DIR_ENV = "SELFSUP_RECIPES"
+
+
+def recipe_dirs() -> List[Path]:
+    """Where recipe names are looked up: $SELFSUP_RECIPES, then the repository's ``recipes/``."""
+    dirs = []
+    if os.environ.get(RECIPE_DIR_ENV):
+        dirs.append(Path(os.environ[RECIPE_DIR_ENV]))
+    dirs.append(Path(__file__).resolve().parent.parent / "recipes")
+    return dirs
+
+
+def list_recipes() -> List[str]:
+    names = set()
+    for d in recipe_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe by file path or by name (``relicv2_shapes`` finds ``recipes/relicv2_shapes.yaml``)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"recipe file not found: {p}")
+        return p
+    for d in recipe_dirs():
+        cand = d / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    hint = _did_you_mean(name_or_path, list_recipes())
+    raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; available: {', '.join(list_recipes()) or 'none'}")
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends: one line naming the file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot parse recipe {path}: {msg}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"recipe {path} must be a mapping of options")
+    return loaded
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.base_lr=0.1)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override: {_omega_msg(exc)}") from None
+
+
+def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None) -> Config:
+    """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- overrides, typed and validated."""
+    layers: List[DictConfig] = []
+    if base is not None:
+        layers.append(OmegaConf.create(base))
+    if recipe is not None:
+        layers.append(_load_yaml(find_recipe(recipe)))
+    layers.append(_parse_overrides(overrides))
+    raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+
+    method_name = OmegaConf.select(raw, "method.name", default="relicv2")
+    if method_name not in METHOD_ARGS:
+        _ensure_methods_registered()
+    if method_name not in METHOD_ARGS:
+        hint = _did_you_mean(str(method_name), list(METHOD_ARGS))
+        raise ConfigError(f"unknown method.name '{method_name}'{hint}; available: {', '.join(sorted(METHOD_ARGS))}")
+
+    schema = OmegaConf.structured(Config)
+    schema.method = OmegaConf.structured(METHOD_ARGS[method_name])
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_omega_msg(exc, schema)) from None
+    assert isinstance(cfg, Config)
+    return cfg.validate()
+
+
+def _ensure_methods_registered() -> None:
+    import selfsup.methods  # noqa: F401  (registers the methods' argument classes)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML/checkpoint-safe dict of a config (nested dataclasses -> dicts, interpolations resolved)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _omega_msg(exc: OmegaConfBaseException, schema: Optional[DictConfig] = None) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    text = str(exc).splitlines()[0]
+    if "Key" in type(exc).__name__ or "not in struct" in text or "Missing key" in text:
+        if key:
+            parent, _, leaf = key.rpartition(".")
+            options: List[str] = []
+            if schema is not None:
+                node = OmegaConf.select(schema, parent) if parent else schema
+                if isinstance(node, DictConfig):
+                    options = [str(k) for k in node.keys()]
+            return f"unknown option '{key}'{_did_you_mean(leaf, options, prefix=parent)}"
+    if key:
+        return f"bad value for '{key}': {text}"
+    return text
+
+
+def _did_you_mean(word: str, options: Sequence[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    if not close:
+        return ""
+    return f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)"
+
+
+def _choice(key: str, value: Any, options: Sequence[Any]) -> None:
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, options))}; got '{value}'"
+                          f"{_did_you_mean(str(value), [str(o) for o in options])}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _unit(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be in [0, 1], got {value}")
+
+
+def dataclass_field_names(obj: Any) -> List[str]:
+    return [f.name for f in fields(obj)] if is_dataclass(obj) else []

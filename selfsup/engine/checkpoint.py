@@ -1,0 +1,109 @@
+"""Checkpoints: plain tensors and containers only, written atomically, read with ``torch.load(weights_only=True)``.
+
+* ``last.ckpt``: everything needed to continue exactly (method state with the EMA targets, optimiser state, the step,
+  the resolved config as a plain dict). Written to a temporary file in the same folder, flushed and fsync'ed, then
+  ``os.replace``'d over the old one, so a kill at any moment leaves either the old or the new file, never half of one.
+* ``backbone.safetensors``: the online encoder alone, with the config as YAML in the metadata, for evaluation and
+  export. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from selfsup.errors import CheckpointError
+
+FORMAT = "selfsup-checkpoint-v1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
+    """Atomically save a training checkpoint (a dict of tensors, numbers, strings, lists and dicts)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a missing, truncated or foreign file is a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, refused globals
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a selfsup checkpoint")
+    return state
+
+
+def save_backbone(path: Path, backbone: nn.Module, config_yaml: str) -> None:
+    """The online encoder as safetensors, with the run's config in the metadata (written atomically)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "config": config_yaml})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_backbone_state(path: Path | str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """(state_dict, config YAML or None) of the backbone stored in a ``.safetensors`` file or a training checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("backbone.safetensors", "last.ckpt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise CheckpointError(f"backbone file not found: {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), meta.get("config")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
+    state = load_checkpoint(path)
+    prefix = "backbone."
+    tensors = {k[len(prefix):]: v for k, v in state["method"].items() if k.startswith(prefix)}
+    if not tensors:
+        raise CheckpointError(f"{path} holds no online backbone weights")
+    import yaml
+
+    return tensors, yaml.safe_dump(state["config"], sort_keys=False)

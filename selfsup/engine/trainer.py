@@ -1,0 +1,377 @@
+"""The pretraining loop, on Lightning Fabric.
+
+Fabric provides devices, DDP (single- and multi-node, gloo or NCCL), mixed precision and the TensorBoard logger. The loop
+itself is ours, about one screen, because the guarantees we need are step-exact:
+
+* **Exact resume.** Everything random in a step is derived from (seed, step): the data order (one permutation per epoch,
+  :class:`StepBatchSampler`), the view parameters (drawn for the global batch, then sliced per rank) and the method's own
+  randomness (:class:`~selfsup.methods.base.StepContext`). A checkpoint holds the method (EMA targets included), the
+  optimiser and the step, so a run killed at any point and resumed with ``--resume`` reproduces the uninterrupted loss
+  curve on the CPU. Lightning's Trainer restarts an interrupted epoch and pickles arbitrary objects in its checkpoints.
+* **DDP equals one process.** Each rank takes its slice of the same global batch and view parameters, and losses gather
+  embeddings across ranks, so 2 processes compute the gradient of the 1-process loss (``tests/engine/test_ddp.py``).
+* **Nothing lost.** Checkpoints are atomic, every ``ckpt_every_steps`` steps or ``ckpt_every_minutes`` minutes, on
+  SIGTERM/SIGINT and at the end. A NaN/inf loss stops the run before the update is applied, keeping the last good
+  checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from selfsup.config import Config, to_dict, to_yaml
+from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.views import MultiViewSampler
+from selfsup.engine.checkpoint import load_checkpoint, save_backbone, save_checkpoint
+from selfsup.engine.ema import ema_update
+from selfsup.engine.optim import build_optimizer
+from selfsup.engine.schedules import cosine_ema_momentum, scaled_lr, set_lr, warmup_cosine
+from selfsup.errors import CheckpointError, ConfigError, NonFiniteLossError
+from selfsup.methods import Method, StepContext, build_method
+
+log = logging.getLogger("selfsup.engine")
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any parts (ints, strings); stable across processes and Python's hash randomisation."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def generator_for(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+class StepBatchSampler(Sampler[List[int]]):
+    """Index batches for steps ``start_step .. total_steps - 1``; this rank's slice of each global batch.
+
+    Epoch e visits a permutation drawn from (seed, e); step s of the run is batch ``s % steps_per_epoch`` of epoch
+    ``s // steps_per_epoch`` (the incomplete last batch of an epoch is dropped). Resuming at step s therefore continues
+    the same sequence without touching the skipped batches.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, *, rank: int, world_size: int, seed: int,
+                 start_step: int, total_steps: int) -> None:
+        if num_items < global_batch:
+            raise ConfigError(f"the dataset has {num_items} images, fewer than train.batch_size={global_batch}")
+        self.n, self.global_batch = num_items, global_batch
+        self.local_batch = global_batch // world_size
+        self.rank, self.seed = rank, seed
+        self.start_step, self.total_steps = start_step, total_steps
+        self.steps_per_epoch = num_items // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        epoch, perm = -1, None
+        for step in range(self.start_step, self.total_steps):
+            e, k = divmod(step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, perm = e, torch.randperm(self.n, generator=generator_for(self.seed, "epoch", e))
+            lo = k * self.global_batch + self.rank * self.local_batch
+            yield perm[lo:lo + self.local_batch].tolist()
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    step: int
+    total_steps: int
+    losses: List[float] = field(default_factory=list)  # this invocation's losses, one per step
+    stopped_early: bool = False
+    images_per_s: float = 0.0  # source images per second (global), excluding the first step
+    data_wait_fraction: float = 0.0
+    elapsed_s: float = 0.0
+
+
+class _StepLog:
+    """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
+
+    FIELDS = ["step", "loss", "lr", "ema_momentum", "images_per_s", "data_wait", "time_s"]
+
+    def __init__(self, path: Path, start_step: int) -> None:
+        self.path = path
+        rows = []
+        if path.exists() and start_step > 0:
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) < start_step]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.file = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+
+    def write(self, row: Dict[str, float]) -> None:
+        self.writer.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast on CUDA devices that support it, full fp32 elsewhere (bf16 on CPUs without it is slow)."""
+    if precision != "auto":
+        return "32-true" if precision == "32" else precision
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def make_fabric(cfg: Config, out_dir: Path):
+    from lightning.fabric import Fabric
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    t = cfg.train
+    loggers = [TensorBoardLogger(root_dir=str(out_dir), name="tensorboard", version="")]
+    return Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                  precision=resolve_precision(t.precision, t.accelerator), loggers=loggers)
+
+
+def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optional[int] = None) -> RunResult:
+    """Pretrain ``cfg.method`` on ``cfg.data``; see the module docstring for the guarantees.
+
+    ``resume``: a checkpoint path, a run folder, or "auto" (``<out>/last.ckpt`` if it exists).
+    ``stop_at_step``: stop (with a checkpoint) once this many steps are done, as if killed there; for tests.
+    """
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fabric = make_fabric(cfg, out_dir)
+    if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
+        return fabric.launch(_run, cfg, out_dir, resume, stop_at_step)
+    fabric.launch()
+    return _run(fabric, cfg, out_dir, resume, stop_at_step)
+
+
+def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int]) -> RunResult:
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    world, rank = fabric.world_size, fabric.global_rank
+    fabric.seed_everything(cfg.seed, verbose=False)
+    if fabric.is_global_zero:
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+
+    dataset = build_dataset(cfg.data, "train")
+    steps_per_epoch = len(dataset) // t.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than train.batch_size={t.batch_size}")
+    total_steps = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
+    o = cfg.optim
+    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
+    warmup = min(warmup, total_steps)
+    peak_lr = scaled_lr(o.base_lr, t.batch_size)
+
+    method: Method = build_method(cfg)
+    if world > 1 and t.sync_bn and fabric.device.type == "cuda":
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if t.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(method, o, lr=peak_lr)
+
+    start_step = 0
+    ckpt_path = out_dir / "last.ckpt"
+    if resume:
+        path = ckpt_path if resume == "auto" else Path(resume)
+        if resume != "auto" or path.exists():
+            state = load_checkpoint(path)
+            _check_compatible(state, cfg, path)
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_step = int(state["step"])
+            if fabric.is_global_zero:
+                log.info("resumed from %s at step %d", path, start_step)
+    if t.compile:
+        method.backbone.compile()
+    model, optimizer = fabric.setup(method, optimizer)
+    inner: Method = model.module if hasattr(model, "module") else method
+    sampler = MultiViewSampler(cfg.views, dataset.mean, dataset.std)
+
+    batch_sampler = StepBatchSampler(len(dataset), t.batch_size, rank=rank, world_size=world, seed=cfg.seed,
+                                     start_step=start_step, total_steps=total_steps)
+    loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=cfg.data.workers,
+                        pin_memory=fabric.device.type == "cuda", persistent_workers=False)
+    local_batch = t.batch_size // world
+
+    config_dict, config_yaml = to_dict(cfg), to_yaml(cfg)
+
+    def checkpoint(step: int) -> None:
+        if fabric.is_global_zero:
+            save_checkpoint(ckpt_path, {"step": step, "total_steps": total_steps, "method": inner.state_dict(),
+                                        "optimizer": optimizer.state_dict(), "config": config_dict})
+        fabric.barrier()
+
+    step_log = _StepLog(out_dir / "train_log.csv", start_step) if fabric.is_global_zero else None
+    stop = {"signal": None}
+    previous_handlers = _install_signal_handlers(stop) if fabric.is_global_zero else {}
+    progress = _progress_bar(t.progress and fabric.is_global_zero, start_step, total_steps)
+
+    result = RunResult(out_dir=out_dir, step=start_step, total_steps=total_steps)
+    model.train()
+    step = start_step
+    t_start = last_ckpt_time = time.perf_counter()
+    wait_total = busy_total = 0.0
+    timed_images, timed_time = 0, 0.0
+    try:
+        it = iter(loader)
+        while step < total_steps:
+            t0 = time.perf_counter()
+            batch = next(it)
+            t1 = time.perf_counter()
+            images = batch["image"].to(fabric.device, non_blocking=True)
+            masks = batch["mask"].to(fabric.device, non_blocking=True) if batch.get("mask") is not None else None
+            params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))
+            params = params[rank * local_batch: rank * local_batch + images.shape[0]]
+            views = sampler(images, masks, params)
+            if t.channels_last:
+                views.large = [v.contiguous(memory_format=torch.channels_last) for v in views.large]
+                views.small = [v.contiguous(memory_format=torch.channels_last) for v in views.small]
+
+            lr = warmup_cosine(step, total_steps, warmup, peak_lr, peak_lr * o.min_lr_ratio)
+            set_lr(optimizer, lr)
+            ctx = StepContext(step=step, total_steps=total_steps, epoch=step // steps_per_epoch,
+                              generator=generator_for(cfg.seed, "method", step))
+            torch.manual_seed(derive_seed(cfg.seed, "global", step, rank))
+            with fabric.autocast():
+                out = model(views, ctx)
+            loss = out.loss
+            if not _all_finite(fabric, loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at step {step}; the run stopped before applying it. "
+                    + (f"Last good checkpoint: {ckpt_path} (step {_ckpt_step(ckpt_path)})."
+                       if ckpt_path.exists() else "No checkpoint was written yet.")
+                    + " Try a lower optim.base_lr or a larger method.temperature.")
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            optimizer.step()
+            logs: Dict[str, float] = {"loss": loss.item(), "lr": lr}
+            if inner.ema is not None:
+                m = (cosine_ema_momentum(step, total_steps, inner.ema.base) if inner.ema.schedule == "cosine"
+                     else inner.ema.base)
+                for online, target in inner.ema_pairs():
+                    ema_update(target, online, m)
+                logs["ema_momentum"] = m
+            logs.update(inner.after_optimizer_step(ctx))
+            logs.update({k: float(v) for k, v in out.logs.items()})
+            step += 1
+            result.losses.append(logs["loss"])
+
+            t2 = time.perf_counter()
+            wait_total += t1 - t0
+            busy_total += t2 - t0
+            if step > start_step + 1:  # the first step pays for warm-up allocations
+                timed_images += t.batch_size
+                timed_time += t2 - t0
+            logs["images_per_s"] = timed_images / timed_time if timed_time > 0 else t.batch_size / (t2 - t0)
+            logs["data_wait"] = wait_total / busy_total
+            if fabric.is_global_zero:
+                step_log.write({"step": step - 1, **logs, "time_s": round(t2 - t_start, 3)})
+                if step % t.log_every_steps == 0 or step == total_steps:
+                    fabric.log_dict({f"train/{k}": v for k, v in logs.items()}, step=step)
+                progress.update(1)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}",
+                                     img_s=f"{logs['images_per_s']:.0f}", wait=f"{100 * logs['data_wait']:.0f}%")
+
+            done = step == total_steps
+            timed_out = t.max_time_s is not None and t2 - t_start >= t.max_time_s
+            halted = stop_at_step is not None and step >= stop_at_step
+            signalled = _any_flag(fabric, stop["signal"] is not None)
+            if (done or timed_out or halted or signalled or step % t.ckpt_every_steps == 0
+                    or t2 - last_ckpt_time >= 60 * t.ckpt_every_minutes):
+                checkpoint(step)
+                last_ckpt_time = time.perf_counter()
+            if signalled:
+                raise KeyboardInterrupt
+            if not done and (timed_out or halted):
+                result.stopped_early = True
+                break
+    finally:
+        progress.close()
+        if step_log is not None:
+            step_log.close()
+        _restore_signal_handlers(previous_handlers)
+
+    result.step = step
+    result.elapsed_s = time.perf_counter() - t_start
+    result.images_per_s = timed_images / timed_time if timed_time > 0 else 0.0
+    result.data_wait_fraction = wait_total / busy_total if busy_total > 0 else 0.0
+    if fabric.is_global_zero:
+        save_backbone(out_dir / "backbone.safetensors", inner.backbone, config_yaml)
+    fabric.barrier()
+    return result
+
+
+def _check_compatible(state: dict, cfg: Config, path: Path) -> None:
+    saved = state.get("config", {})
+    for key in ("method", "model"):
+        if saved.get(key, {}).get("name" if key == "method" else "backbone") != (
+                cfg.method.name if key == "method" else cfg.model.backbone):
+            raise CheckpointError(f"{path} was written by a different {key} configuration; "
+                                  f"resume with the same recipe or start a new run (out=...)")
+
+
+def _ckpt_step(path: Path) -> str:
+    try:
+        return str(load_checkpoint(path)["step"])
+    except CheckpointError:
+        return "?"
+
+
+def _all_finite(fabric, loss: torch.Tensor) -> bool:
+    finite = torch.isfinite(loss.detach()).float()
+    if fabric.world_size > 1:
+        finite = fabric.all_reduce(finite, reduce_op="min")
+    return bool(finite.item() > 0)
+
+
+def _any_flag(fabric, flag: bool) -> bool:
+    if fabric.world_size == 1:
+        return flag
+    t = torch.tensor(float(flag), device=fabric.device)
+    return bool(fabric.all_reduce(t, reduce_op="max").item() > 0)
+
+
+def _install_signal_handlers(stop: dict) -> dict:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the end of the step and exits (nothing is lost)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+
+        def handler(signum, frame, _sig=sig):
+            if stop["signal"] is not None:  # a second signal: stop now
+                signal.signal(_sig, previous[_sig])
+                raise KeyboardInterrupt
+            stop["signal"] = signum
+
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", desc="pretrain", dynamic_ncols=True,
+                mininterval=1.0)

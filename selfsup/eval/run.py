@@ -1,0 +1,138 @@
+"""Evaluation drivers: load a frozen backbone (checkpoint, safetensors or random init), build the probe data, run a
+protocol, and return a flat dict of results. Used by ``selfsup eval``, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from selfsup.config import Config, load_config
+from selfsup.data.datasets import ImageDataset, build_dataset, collate
+from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sampler
+from selfsup.engine.checkpoint import load_backbone_state
+from selfsup.errors import CheckpointError, ConfigError
+from selfsup.eval.features import extract_features
+from selfsup.eval.knn import knn_classify
+from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
+from selfsup.models.backbones import create_backbone
+
+log = logging.getLogger("selfsup.eval")
+
+
+def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequence[str]) -> Config:
+    """The run's config stored with the checkpoint (if any), then the recipe, then the overrides."""
+    base = None
+    if checkpoint:
+        _, config_yaml = load_backbone_state(checkpoint)
+        if config_yaml:
+            import yaml
+
+            base = yaml.safe_load(config_yaml)
+    if base is None and recipe is None and checkpoint:
+        raise ConfigError(f"{checkpoint} carries no config; pass --recipe to say which backbone it is")
+    return load_config(recipe, overrides, base=base)
+
+
+def load_backbone(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
+    """The backbone of ``cfg.model`` with the checkpoint's online-encoder weights (random init when None)."""
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(cfg.model, image_size=cfg.views.large.size)
+    if checkpoint:
+        state, _ = load_backbone_state(checkpoint)
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
+                                  f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return backbone
+
+
+def eval_size(cfg: Config, dataset: ImageDataset) -> int:
+    return cfg.eval.image_size or max(1, round(dataset.image_size * cfg.eval.crop_ratio))
+
+
+def device_for(cfg: Config) -> torch.device:
+    acc = cfg.train.accelerator
+    if acc in ("cuda", "gpu") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass
+class ProbeData:
+    train: ImageDataset
+    test: ImageDataset
+    size: int
+
+    def preprocess(self, cfg: Config):
+        mean, std, size, ratio = self.train.mean, self.train.std, self.size, cfg.eval.crop_ratio
+
+        def fn(images: torch.Tensor) -> torch.Tensor:
+            return normalize(center_crop_resize(images, ratio, size), mean, std)
+
+        return fn
+
+
+def probe_data(cfg: Config) -> ProbeData:
+    train, test = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
+    if train.num_classes is None:
+        raise ConfigError(f"data.dataset={cfg.data.dataset} has no labels; probes need a labelled dataset")
+    return ProbeData(train=train, test=test, size=eval_size(cfg, train))
+
+
+def features(cfg: Config, backbone: nn.Module, data: ProbeData, progress: bool = True
+             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dev = device_for(cfg)
+    backbone = backbone.to(dev)
+    pre = data.preprocess(cfg)
+    kw = dict(preprocess=pre, batch_size=cfg.eval.batch_size, device=dev, collate_fn=collate, progress=progress)
+    xtr, ytr = extract_features(backbone, data.train, desc="train features", **kw)
+    xte, yte = extract_features(backbone, data.test, desc="test features", **kw)
+    return xtr, ytr, xte, yte
+
+
+def run_linear(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, progress: bool = True,
+               feats=None) -> Dict[str, float]:
+    """The linear probe of ``cfg.eval.linear.protocol``: L-BFGS on cached features (A6) or the SGD protocol (D.1)."""
+    data = data or probe_data(cfg)
+    lc = cfg.eval.linear
+    if lc.protocol == "lbfgs":
+        xtr, ytr, xte, yte = feats if feats is not None else features(cfg, backbone, data, progress)
+        res = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=data.train.num_classes, l2_grid=lc.l2_grid,
+                                 val_fraction=lc.val_fraction, max_iter=lc.max_iter, seed=cfg.seed,
+                                 device=device_for(cfg))
+        return {"protocol": "lbfgs", "top1": res["top1"], "top5": res["top5"], "l2": res["l2"],
+                "num_features": int(xtr.shape[1])}
+    dev = device_for(cfg)
+    crop = train_crop_flip_sampler(data.size, tuple(lc.crop_scale), data.train.mean, data.train.std)
+
+    def train_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return crop.sample(images, None, generator).large[0]
+
+    res = linear_probe_sgd(backbone.to(dev), data.train, data.test, train_transform=train_transform,
+                           test_transform=data.preprocess(cfg), num_classes=data.train.num_classes, cfg=lc,
+                           device=dev, seed=cfg.seed, collate_fn=collate, progress=progress)
+    return {"protocol": "sgd", "top1": res["top1"], "top5": res["top5"], "epochs": res["epochs"]}
+
+
+def run_knn(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, progress: bool = True,
+            feats=None) -> Dict[str, float]:
+    """Weighted kNN on cosine similarity for every k in ``cfg.eval.knn.k``."""
+    data = data or probe_data(cfg)
+    xtr, ytr, xte, yte = feats if feats is not None else features(cfg, backbone, data, progress)
+    out: Dict[str, float] = {"num_features": int(xtr.shape[1])}
+    for k in cfg.eval.knn.k:
+        res = knn_classify(xtr, ytr, xte, yte, k=k, temperature=cfg.eval.knn.temperature,
+                           num_classes=data.train.num_classes)
+        out[f"k{k}_top1"], out[f"k{k}_top5"] = res["top1"], res["top5"]
+    return out
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,112 @@
+"""The RELICv2 loss (Tomasev et al. 2022, eq. 1-3), as read in method-details A1-A2.
+
+For one pair of view batches, a through the online network and b through the target network:
+
+* ``z = normalize(online)``, ``k = stopgrad(normalize(target))``;
+* candidates of anchor i: ``C_i = {i} u N(i)``, N(i) = ``num_negatives`` (n_e) indices drawn uniformly without replacement
+  from the other batch items (all of them when ``num_negatives`` is None). Both directions use the same C_i;
+* ``S_ij = <z_i, k_j> / tau``;
+* ``p_i  = softmax_{j in C_i} S_ij`` (online anchor i against target candidates);
+* ``pt_i = softmax_{j in C_i} S_ji`` (target anchor i against online candidates: the swapped distribution of eq. 2, written
+  so that a small view is never needed on the target side);
+* ``L_con = mean_i -log p_i(i)``;
+* ``L_inv = mean_i [ stopgrad(sum_j p_i(j) log p_i(j)) - sum_j p_i(j) log pt_i(j) ]``: eq. 2 taken literally, only the
+  entropy term is stopped and the cross term keeps gradients through both p and pt;
+* ``L = contrast_scale * L_con + beta * L_inv``.
+
+The multi-view sum (eq. 3) over large x large pairs (i = j included) and small x large pairs, divided by (L + S) * L, is
+the plain mean over :func:`selfsup.losses.pairing.view_pairs`.
+
+The loss is computed in float32 with autocast disabled, whatever precision the networks ran in.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfsup.losses.pairing import multiview_loss
+
+
+def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optional[torch.Generator] = None,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """Candidate indices ``(B, 1 + n_e)``: column 0 is the anchor itself, then n_e distinct other batch items.
+
+    Each row draws its negatives uniformly without replacement from the B - 1 other items (a random permutation of the
+    others, truncated). The draw uses ``generator`` on the CPU, so every DDP rank that holds the same generator state
+    draws the same indices.
+    """
+    if not 1 <= num_negatives <= batch_size - 1:
+        raise ValueError(f"num_negatives must be in [1, {batch_size - 1}] for a batch of {batch_size}, "
+                         f"got {num_negatives}")
+    keys = torch.rand(batch_size, batch_size - 1, generator=generator)
+    others = keys.argsort(dim=1)[:, :num_negatives]  # positions among the B - 1 other items
+    anchors = torch.arange(batch_size).unsqueeze(1)
+    others = others + (others >= anchors).long()  # skip the anchor's own index
+    return torch.cat([anchors, others], dim=1).to(device)
+
+
+def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta: float = 1.0,
+                    contrast_scale: float = 1.0, num_negatives: Optional[int] = None,
+                    generator: Optional[torch.Generator] = None) -> Tensor:
+    """RELICv2 loss of one pair of view batches (eq. 1-2; method-details A1).
+
+    Args:
+        online: (B, D) un-normalised online embeddings h(f(x_a)) (projector + predictor output).
+        target: (B, D) un-normalised target embeddings q(g(x_b)); the gradient is stopped here.
+        temperature: tau.
+        beta: scale of the KL invariance term.
+        contrast_scale: scale of the contrastive likelihood term (c; 1 by default, 0.3 in the JFT setting).
+        num_negatives: n_e negatives per anchor; None uses all other batch items. A value >= B - 1 also uses all of
+            them (a batch smaller than n_e + 1 cannot supply more), which is the same candidate set.
+        generator: CPU generator for the negative sampling (reproducibility and identical draws across DDP ranks).
+    """
+    if online.shape != target.shape or online.dim() != 2:
+        raise ValueError(f"online and target must be (B, D) of the same shape, got {tuple(online.shape)} "
+                         f"and {tuple(target.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    batch = online.shape[0]
+    with torch.autocast(device_type=online.device.type, enabled=False):
+        z = F.normalize(online.float(), dim=-1)
+        k = F.normalize(target.detach().float(), dim=-1)
+        if num_negatives is None or num_negatives >= batch - 1:
+            scores = z @ k.T / temperature  # S_ij
+            log_p = F.log_softmax(scores, dim=1)  # rows: p_i over j
+            log_pt = F.log_softmax(scores.T, dim=1)  # rows: pt_i over j of S_ji
+            log_p_pos = log_p.diagonal()
+        else:
+            cand = sample_candidates(batch, num_negatives, generator=generator, device=online.device)
+            s_row = torch.einsum("bd,bnd->bn", z, k[cand]) / temperature  # S_{i, c_ij}
+            s_col = torch.einsum("bd,bnd->bn", k, z[cand]) / temperature  # S_{c_ij, i}
+            log_p = F.log_softmax(s_row, dim=1)
+            log_pt = F.log_softmax(s_col, dim=1)
+            log_p_pos = log_p[:, 0]
+        loss_con = -log_p_pos.mean()
+        p = log_p.exp()
+        neg_entropy = (p * log_p).sum(dim=1).detach()
+        cross = (p * log_pt).sum(dim=1)
+        loss_inv = (neg_entropy - cross).mean()
+        return contrast_scale * loss_con + beta * loss_inv
+
+
+def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[Tensor],
+                         target_large: Sequence[Tensor], *, temperature: float, beta: float = 1.0,
+                         contrast_scale: float = 1.0, num_negatives: Optional[int] = None,
+                         generator: Optional[torch.Generator] = None, alpha: Optional[float] = None) -> Tensor:
+    """RELICv2 eq. 3 (method-details A2): the pair loss over large x large pairs (including the same crop on both sides)
+    and small x large pairs, divided by (L + S) * L.
+
+    Args:
+        online_large: L tensors (B, D), the online network on each large view.
+        online_small: S tensors (B, D), the online network on each small view (small views never reach the target).
+        target_large: L tensors (B, D), the target network on each large view.
+        alpha: SSLight's re-balancing of large-large against small-large terms; None (RELICv2) is the plain mean.
+        Other arguments as :func:`relic_pair_loss`; each pair draws its own negatives from ``generator``.
+    """
+    return multiview_loss(relic_pair_loss, {"large": list(online_large), "small": list(online_small)},
+                          list(target_large), alpha=alpha, include_same=True, temperature=temperature, beta=beta,
+                          contrast_scale=contrast_scale, num_negatives=num_negatives, generator=generator)

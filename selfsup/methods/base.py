@@ -1,0 +1,112 @@
+"""What every method is: its views, its networks, and a loss over view pairs.
+
+A method is an ``nn.Module`` built from a :class:`~selfsup.config.Config`. It declares
+
+* which views it wants (``cfg.views``; the engine samples them and hands over a :class:`~selfsup.data.views.Views`);
+* its networks (``self.backbone`` is the online encoder that the probes evaluate; EMA targets, heads, prototypes...);
+* ``forward(views, ctx) -> StepOutput``: the training step, returning the loss and values to log. It is ``forward`` so
+  that DDP's gradient hooks run when the engine calls the wrapped module;
+* ``ema_pairs()`` and ``ema``: which target networks follow which online networks, and on what momentum schedule. The
+  engine applies the update after each optimiser step (the method only declares it);
+* ``after_optimizer_step(ctx)``: other updates outside the gradient (queues), returning values to log.
+
+The engine owns everything else (optimiser, schedules, devices, checkpoints), so a method file reads top to bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.config import Config
+from selfsup.errors import ConfigError
+
+
+@dataclass
+class StepContext:
+    """Where the run is: the optimiser step being computed (0-based), the schedule length, and the method's randomness.
+
+    ``generator`` is a CPU generator seeded from (seed, step); every DDP rank holds the same one, so random choices over
+    the global batch (e.g. RELICv2's negatives) are identical on all ranks and after a resume.
+    """
+
+    step: int
+    total_steps: int
+    epoch: int
+    generator: torch.Generator
+
+
+@dataclass
+class EMASpec:
+    """A target network's momentum schedule: "cosine" goes from ``base`` to 1 (BYOL/RELICv2, A2); "constant" stays."""
+
+    base: float
+    schedule: str = "cosine"
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    logs: Dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class: holds the config and the online backbone; subclasses add heads, targets and the loss."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.args = cfg.method
+
+    ema: EMASpec | None = None
+
+    def forward(self, views, ctx: StepContext) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ema_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
+        """(online, target) module pairs that the engine moves by EMA after each optimiser step."""
+        return []
+
+    @torch.no_grad()
+    def after_optimizer_step(self, ctx: StepContext) -> Dict[str, float]:
+        return {}
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a deep copy that takes no gradient (it moves only by EMA)."""
+    import copy
+
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+def forward_by_resolution(net: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> List[Tensor]:
+    """Run ``net`` once on all views of the same resolution (DINO's MultiCropWrapper idea) and split the result.
+
+    Views of one group share a size, so one batched forward replaces one forward per crop; BatchNorm then normalises over
+    all those views together, as in DINO and SSLight.
+    """
+    if not views:
+        return []
+    out = net(torch.cat(list(views), dim=0))
+    return list(out.chunk(len(views), dim=0))
+
+
+METHODS: Dict[str, type] = {}
+
+
+def register_method(name: str):
+    def wrap(cls: type) -> type:
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_method(cfg: Config) -> Method:
+    name = cfg.method.name
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name](cfg)

@@ -1,0 +1,24 @@
+"""Shared test settings: offline, 2 threads, and a tiny RELICv2 config that trains in a fraction of a second a step."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+# Small enough for a CPU test, big enough to exercise every part: 2 large + 1 small views, masks, negatives, EMA.
+TINY = [
+    "data.dataset=shapes", "data.image_size=16", "data.train_size=64", "data.test_size=32", "data.num_classes=4",
+    "views.large.count=2", "views.large.size=16", "views.small.count=1", "views.small.size=8", "views.mask_p=0.5",
+    "model.backbone=convnet_tiny", "method.name=relicv2", "method.projector_hidden=32", "method.projector_dim=16",
+    "method.predictor_hidden=32", "method.num_negatives=4", "train.batch_size=16", "train.steps=6",
+    "train.progress=false", "train.ckpt_every_steps=2", "optim.warmup_steps=1", "eval.batch_size=64",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    return [*TINY, f"out={tmp_path / 'run'}"]

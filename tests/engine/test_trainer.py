@@ -1,0 +1,103 @@
+"""The loop: exact resume, NaN stop with the last good checkpoint kept, checkpoint safety, logs."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from selfsup.config import load_config
+from selfsup.engine.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.engine.trainer import StepBatchSampler, pretrain
+from selfsup.errors import CheckpointError, NonFiniteLossError
+from selfsup.methods.relicv2 import RELICv2
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_reproduces_the_uninterrupted_loss_curve(tmp_path, tiny_overrides):
+    full = pretrain(load_config(None, [*tiny_overrides, f"out={tmp_path / 'a'}"]))
+    assert len(full.losses) == 6 and all(math.isfinite(v) for v in full.losses)
+
+    cfg_b = load_config(None, [*tiny_overrides, f"out={tmp_path / 'b'}"])
+    first = pretrain(cfg_b, stop_at_step=3)
+    assert first.stopped_early and first.step == 3
+    assert load_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == 3
+    rest = pretrain(cfg_b, resume="auto")
+    assert rest.step == 6
+    assert first.losses + rest.losses == full.losses  # bit-exact on the CPU
+
+    a = load_checkpoint(tmp_path / "a" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "b" / "last.ckpt")
+    for key in a["method"]:
+        assert torch.equal(a["method"][key], b["method"][key]), key
+    # the CSV log holds each step once, in order, across the interruption
+    rows = _rows(tmp_path / "b" / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert [float(r["loss"]) for r in rows] == pytest.approx(full.losses)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_overrides, monkeypatch):
+    original = RELICv2.forward
+
+    def poisoned(self, views, ctx):
+        out = original(self, views, ctx)
+        if ctx.step >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(RELICv2, "forward", poisoned)
+    cfg = load_config(None, tiny_overrides)
+    with pytest.raises(NonFiniteLossError) as err:
+        pretrain(cfg)
+    msg = str(err.value)
+    assert "nan at step 3" in msg and "last.ckpt (step 2)" in msg and "\n" not in msg
+    state = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
+
+
+def test_checkpoints_refuse_pickled_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "selfsup-checkpoint-v1", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    truncated = tmp_path / "trunc.ckpt"
+    save_checkpoint(truncated, {"step": 1, "w": torch.ones(1000)})
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(path, {"step": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_step_batch_sampler_resumes_and_shards():
+    full = list(StepBatchSampler(50, 8, rank=0, world_size=1, seed=3, start_step=0, total_steps=14))
+    assert len(full) == 14 and all(len(b) == 8 for b in full)
+    assert sorted(sum(full[:6], [])) == sorted(set(sum(full[:6], [])))  # no repeats within an epoch (6 steps)
+    later = list(StepBatchSampler(50, 8, rank=0, world_size=1, seed=3, start_step=9, total_steps=14))
+    assert later == full[9:]
+    r0 = list(StepBatchSampler(50, 8, rank=0, world_size=2, seed=3, start_step=0, total_steps=14))
+    r1 = list(StepBatchSampler(50, 8, rank=1, world_size=2, seed=3, start_step=0, total_steps=14))
+    assert [a + b for a, b in zip(r0, r1)] == full

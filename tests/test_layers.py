@@ -1,0 +1,44 @@
+"""Lower layers never import higher ones (module-level imports; see docs/architecture.md)."""
+
+import ast
+from pathlib import Path
+
+import selfsup
+
+LAYERS = ["errors", "config", "data", "models", "losses", "methods", "engine", "eval", "cli"]
+RANK = {name: i for i, name in enumerate(LAYERS)}
+ROOT = Path(selfsup.__file__).parent
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "selfsup" else ""
+
+
+def test_no_upward_imports():
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        own = _layer(".".join(rel.parts))
+        if own not in RANK:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level: what importing the module pulls in
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                dep = _layer(name)
+                if dep in RANK and RANK[dep] > RANK[own]:
+                    bad.append(f"{rel}: imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_losses_depend_on_torch_only():
+    for path in (ROOT / "losses").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("selfsup"):
+                assert node.module.startswith("selfsup.losses"), f"{path.name} imports {node.module}"
