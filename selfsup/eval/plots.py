@@ -56,7 +56,7 @@ def _to_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     """(3, H, W) normalised float -> (H, W, 3) in [0, 1] for imshow."""
     m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
-    return (x * s + m).clamp(0, 1).permute(1, 2, 0).cpu()
+    return (x * s + m).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
 def plot_view_grid(images: torch.Tensor, views, mean: Sequence[float], std: Sequence[float], png: Path,
@@ -68,12 +68,12 @@ def plot_view_grid(images: torch.Tensor, views, mean: Sequence[float], std: Sequ
     heads = ["image"] + (["mask"] if masks is not None else [])
     heads += [f"large {i + 1}" for i in range(len(views.large))] + [f"small {i + 1}" for i in range(len(views.small))]
     for r in range(n):
-        panels = [images[r].permute(1, 2, 0).cpu()]
+        panels = [images[r].permute(1, 2, 0).cpu().numpy()]
         if masks is not None:
-            panels.append(masks[r, 0].float().cpu() / 255.0)
+            panels.append(masks[r, 0].float().cpu().numpy() / 255.0)
         panels += [_to_image(v[r].float(), mean, std) for v in views.large + views.small]
         for c, (ax, img) in enumerate(zip(axes[r], panels)):
-            ax.imshow(img, cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=255 if c == 0 else 1,
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255 if c == 0 else 1,
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

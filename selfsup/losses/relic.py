@@ -43,7 +43,8 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
         raise ValueError(f"num_negatives must be in [1, {batch_size - 1}] for a batch of {batch_size}, "
                          f"got {num_negatives}")
     keys = torch.rand(batch_size, batch_size - 1, generator=generator)
-    others = keys.argsort(dim=1)[:, :num_negatives]  # positions among the B - 1 other items
+    # the n_e smallest keys: the first n_e of a random permutation (same set and order as argsort, in O(B) per row)
+    others = keys.topk(num_negatives, dim=1, largest=False, sorted=True).indices
     anchors = torch.arange(batch_size).unsqueeze(1)
     others = others + (others >= anchors).long()  # skip the anchor's own index
     return torch.cat([anchors, others], dim=1).to(device)

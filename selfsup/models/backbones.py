@@ -1,0 +1,364 @@
+"""Backbone registry: the encoder f whose pooled output is the representation the probes evaluate.
+
+Every backbone is a :class:`Backbone`: ``forward(x)`` returns the globally average-pooled pre-logits representation
+``(B, num_features)``, ``forward_features(x)`` the last feature map ``(B, num_features, h, w)``. Names come from a registry
+(:func:`register_backbone`, :func:`list_backbones`, :func:`create_backbone`).
+
+Registered families
+
+* ``resnet18/34/50/101/152/200``: timm's :class:`timm.models.resnet.ResNet` (v1, the torchvision layout; BasicBlock for 18
+  and 34, Bottleneck from 50 on; ResNet-200 has stages (3, 24, 36, 3)). ``model.width`` widens **every** stage and the stem,
+  ``channels = (64w, 128w, 256w, 512w)``, ``stem width = 64w``, as in the wide ResNets of SimCLR/BYOL that RELICv2 reports
+  (Table 5: ResNet-50 1x/2x/4x with 24M/94M/375M parameters). timm's plain 7x7 stem is fixed at 64 channels, so for
+  ``w != 1`` the stem and stage 1 are rebuilt here with timm's own ``make_blocks``.
+* ``convnet_tiny`` / ``convnet_small``: plain conv3x3-norm-ReLU stacks for CPU runs on 28-32 px images (see
+  :data:`CONVNET_SPECS` for the layers and the measured training throughput).
+
+Stem (``model.stem``) is chosen from the **input size**, never from the dataset name: ``imagenet`` is the 7x7/2 conv plus
+3x3/2 max-pool (total reduction 4 before stage 1), ``small`` is a 3x3 stride-1 conv without max-pool (the usual CIFAR stem),
+``auto`` takes ``small`` when ``image_size <= model.small_stem_max_size`` and ``imagenet`` otherwise. The convnets follow the
+same rule: their ``imagenet`` stem makes the first conv stride 2 and adds the 3x3/2 max-pool.
+
+Normalisation (``model.norm``):
+
+* ``batch``: :class:`torch.nn.BatchNorm2d`.
+* ``group``: :class:`GroupNorm2d`, with :func:`group_count` groups: the largest divisor of C that is at most
+  ``min(32, C // 2)`` (Wu & He 2018 use 32 groups; the cap keeps at least 2 channels per group for narrow layers, and taking
+  a divisor makes every width valid).
+* ``none``: :class:`ChannelAffine`, a per-channel scale and bias with no statistics at all. It plays the role of the conv
+  bias, and because it has a ``weight`` the last one of each residual branch is zero-initialised by timm's
+  ``zero_init_last``, so deep no-norm ResNets start as identity maps and train (SkipInit, De & Smith 2020).
+
+``group`` and ``none`` make a training step independent of how a batch is split over processes (BatchNorm statistics are
+per process), which the DDP equivalence test relies on.
+
+All backbones accept channels_last inputs and any input size (the pooling is global; 8 px and up is tested).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
+
+from selfsup.config import ModelConfig
+from selfsup.errors import ConfigError
+
+__all__ = [
+    "Backbone",
+    "ResNetBackbone",
+    "ConvNetSpec",
+    "build_resnet",
+    "build_convnet",
+    "NORMS",
+    "ChannelAffine",
+    "GroupNorm2d",
+    "group_count",
+    "norm_layer",
+    "select_stem",
+    "scale_width",
+    "register_backbone",
+    "list_backbones",
+    "create_backbone",
+    "CONVNET_SPECS",
+    "RESNET_SPECS",
+]
+
+# --------------------------------------------------------------------------------------------------------------------
+# Normalisation layers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """Number of GroupNorm groups for ``channels``: the largest divisor of C not above ``min(max_groups, C // 2)`` (>= 1)."""
+    target = max(1, min(max_groups, channels // 2))
+    for g in range(target, 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class GroupNorm2d(nn.GroupNorm):
+    """GroupNorm with the group count taken from :func:`group_count`, constructible as ``norm(num_channels)`` like BN."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__(group_count(num_channels), num_channels, eps=eps, affine=affine, device=device, dtype=dtype)
+
+
+class ChannelAffine(nn.Module):
+    """``model.norm=none``: ``y = x * weight[c] + bias[c]``, no normalisation, no statistics, no batch dependence.
+
+    ``weight`` starts at 1 and ``bias`` at 0. Being 1-D, both land in the no-decay / LARS-excluded parameter group, like
+    BatchNorm's affine parameters.
+    """
+
+    def __init__(self, num_channels: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.weight = nn.Parameter(torch.ones(num_channels, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+    def extra_repr(self) -> str:
+        return str(self.num_channels)
+
+
+NORMS = ("batch", "group", "none")
+
+
+def norm_layer(kind: str) -> Callable[..., nn.Module]:
+    """The 2-D normalisation constructor for ``model.norm``: called as ``norm(num_channels, device=..., dtype=...)``."""
+    if kind == "batch":
+        return nn.BatchNorm2d
+    if kind == "group":
+        return GroupNorm2d
+    if kind == "none":
+        return ChannelAffine
+    raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}; got '{kind}'{_did_you_mean(kind, NORMS)}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def select_stem(cfg: ModelConfig, image_size: int) -> str:
+    """``imagenet`` or ``small``: ``auto`` decides by the input size (small when ``image_size <= small_stem_max_size``)."""
+    if cfg.stem == "auto":
+        return "small" if image_size <= cfg.small_stem_max_size else "imagenet"
+    if cfg.stem not in ("imagenet", "small"):
+        raise ConfigError(f"model.stem must be one of auto, imagenet, small; got '{cfg.stem}'"
+                          f"{_did_you_mean(str(cfg.stem), ('auto', 'imagenet', 'small'))}")
+    return cfg.stem
+
+
+def scale_width(channels: int, width: float) -> int:
+    """``round(channels * width)``, at least 1: the channel count of a stage under ``model.width``."""
+    return max(1, int(round(channels * width)))
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Base class and registry
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """An encoder: ``body`` maps images to a feature map; ``forward`` global-average-pools it to ``(B, num_features)``.
+
+    Attributes: ``name`` (registry name), ``num_features`` (representation size), ``stem`` (``imagenet`` | ``small``),
+    ``norm`` (``batch`` | ``group`` | ``none``), ``reduction`` (total stride of the feature map).
+    """
+
+    def __init__(self, body: nn.Module, *, name: str, num_features: int, stem: str, norm: str, reduction: int) -> None:
+        super().__init__()
+        self.body = body
+        self.name = name
+        self.num_features = num_features
+        self.stem = stem
+        self.norm = norm
+        self.reduction = reduction
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``(B, num_features, h, w)``."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled pre-logits representation ``(B, num_features)``."""
+        return self.forward_features(x).mean(dim=(2, 3))
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, num_features={self.num_features}, stem={self.stem}, norm={self.norm}"
+
+
+BackboneBuilder = Callable[..., Backbone]
+_REGISTRY: Dict[str, BackboneBuilder] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator: register ``builder(cfg, *, image_size, in_chans, device) -> Backbone`` under ``name``."""
+
+    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in _REGISTRY and _REGISTRY[name] is not builder:
+            raise ValueError(f"backbone '{name}' is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_backbones() -> List[str]:
+    """The registered backbone names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_backbone(cfg: ModelConfig, image_size: int, in_chans: int = 3, *,
+                    device: Optional[torch.device | str] = None) -> Backbone:
+    """Build ``cfg.backbone`` for inputs of ``image_size`` pixels (which picks the stem under ``model.stem=auto``).
+
+    ``device="meta"`` builds the module without allocating memory (parameter counting, shape checks).
+    Raises :class:`~selfsup.errors.ConfigError` for an unknown name (with a did-you-mean and the list) or a bad option.
+    """
+    cfg.validate()
+    if cfg.backbone not in _REGISTRY:
+        raise ConfigError(f"unknown model.backbone '{cfg.backbone}'{_did_you_mean(cfg.backbone, list(_REGISTRY))}; "
+                          f"available: {', '.join(list_backbones())}")
+    if image_size < 1:
+        raise ConfigError(f"image size must be > 0 to build model.backbone={cfg.backbone}, got {image_size}")
+    return _REGISTRY[cfg.backbone](cfg, image_size=image_size, in_chans=in_chans, device=device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ResNets (timm)
+# --------------------------------------------------------------------------------------------------------------------
+
+# name: (block, stage depths)
+RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, int, int, int]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+    "resnet200": (Bottleneck, (3, 24, 36, 3)),
+}
+
+
+class ResNetBackbone(Backbone):
+    """A timm ResNet trunk (``body``) without classifier; ``forward_features`` is timm's (stem + 4 stages)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_features(x)
+
+
+def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
+                 device: Optional[torch.device | str] = None) -> ResNetBackbone:
+    """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by :func:`select_stem`."""
+    block, layers = RESNET_SPECS[name]
+    stem = select_stem(cfg, image_size)
+    norm = norm_layer(cfg.norm)
+    channels = tuple(scale_width(c, cfg.width) for c in (64, 128, 256, 512))
+    stem_width = scale_width(64, cfg.width)
+    net = ResNet(block, layers, num_classes=0, in_chans=in_chans, global_pool="avg", channels=channels,
+                 norm_layer=norm, device=device)
+    if stem == "small" or stem_width != 64:
+        # timm's plain stem is a 7x7/2 conv of fixed width 64: replace it, and rebuild stage 1 so that its first block
+        # takes stem_width inputs (BasicBlock then needs no projection, as in the wide ResNets of SimCLR/BYOL).
+        if stem == "small":
+            net.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False, device=device)
+            net.maxpool = nn.Identity()
+        else:
+            net.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False, device=device)
+        net.bn1 = norm(stem_width, device=device)
+        if stem_width != 64:
+            stages, _ = make_blocks((block,), channels[:1], layers[:1], stem_width, act_layer=nn.ReLU,
+                                    norm_layer=norm, device=device)
+            net.layer1 = stages[0][1]
+        net.feature_info[0]["num_chs"] = stem_width
+        net.init_weights(zero_init_last=True)  # kaiming-normal (fan_out) convs, last norm of each branch zeroed
+    return ResNetBackbone(net, name=name, num_features=net.num_features, stem=stem, norm=cfg.norm,
+                          reduction=32 if stem == "imagenet" else 8)
+
+
+def _register_resnet(name: str) -> None:
+    @register_backbone(name)
+    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
+        return build_resnet(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
+
+    _build.__name__ = f"build_{name}"
+    _build.__doc__ = f"{name} (timm ResNet, {RESNET_SPECS[name][0].__name__}, stages {RESNET_SPECS[name][1]})."
+
+
+for _name in RESNET_SPECS:
+    _register_resnet(_name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small CPU convnets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvNetSpec:
+    """Conv3x3-norm-ReLU layers of ``widths`` (scaled by ``model.width``) and ``strides``, then global average pooling."""
+
+    widths: Tuple[int, ...]
+    strides: Tuple[int, ...]
+
+
+# Training step (forward + backward + SGD momentum) on this project's 2-core CPU, torch.set_num_threads(2),
+# channels_last, batch 256, 32x32 RGB, BatchNorm, median of 7 steps, machine otherwise idle (other processes on the
+# two cores cut these 2-5x):
+#   convnet_tiny  (32,64,128,256) strides (1,2,2,2):  ~1400 img/s (28 px: ~1900; GroupNorm ~1400),
+#                 0.39M parameters, 256 features.
+#   convnet_small (32,64,64,128,128,256,256) strides (1,2,1,2,1,2,1): ~700 img/s, 1.16M parameters, 256 features.
+# Alternatives measured: 64-128-256-512 s1222 ~460 img/s; 32-64-128-256 s2122 ~2100 img/s (8x8 at the end, coarser);
+# for reference ResNet-18 with the small stem runs ~35 img/s.
+CONVNET_SPECS: Dict[str, ConvNetSpec] = {
+    "convnet_tiny": ConvNetSpec(widths=(32, 64, 128, 256), strides=(1, 2, 2, 2)),
+    "convnet_small": ConvNetSpec(widths=(32, 64, 64, 128, 128, 256, 256), strides=(1, 2, 1, 2, 1, 2, 1)),
+}
+
+
+def _conv_norm_act(cin: int, cout: int, stride: int, norm: Callable[..., nn.Module], device) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False, device=device),
+        norm(cout, device=device),
+        nn.ReLU(inplace=True),
+    )
+
+
+def build_convnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
+                  device: Optional[torch.device | str] = None) -> Backbone:
+    """A :class:`ConvNetSpec` stack. The ``imagenet`` stem makes the first conv stride 2 and adds a 3x3/2 max-pool.
+
+    Convs are kaiming-normal (fan_in, ReLU gain: He et al. 2015, keeps activations O(1) also without normalisation);
+    norm weights 1, biases 0.
+    """
+    spec = CONVNET_SPECS[name]
+    stem = select_stem(cfg, image_size)
+    norm = norm_layer(cfg.norm)
+    widths = [scale_width(c, cfg.width) for c in spec.widths]
+    layers: List[Tuple[str, nn.Module]] = []
+    cin = in_chans
+    reduction = 1
+    for i, (cout, stride) in enumerate(zip(widths, spec.strides)):
+        if i == 0 and stem == "imagenet":
+            stride = 2
+        layers.append((f"conv{i}", _conv_norm_act(cin, cout, stride, norm, device)))
+        reduction *= stride
+        if i == 0 and stem == "imagenet":
+            layers.append(("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)))
+            reduction *= 2
+        cin = cout
+    body = nn.Sequential(OrderedDict(layers))
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return Backbone(body, name=name, num_features=widths[-1], stem=stem, norm=cfg.norm, reduction=reduction)
+
+
+def _register_convnet(name: str) -> None:
+    @register_backbone(name)
+    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
+        return build_convnet(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
+
+    _build.__name__ = f"build_{name}"
+    _build.__doc__ = f"{name}: conv3x3-norm-ReLU, widths {CONVNET_SPECS[name].widths}, strides {CONVNET_SPECS[name].strides}."
+
+
+for _name in CONVNET_SPECS:
+    _register_convnet(_name)
+
+del _name
