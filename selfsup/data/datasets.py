@@ -1,0 +1,692 @@
+"""Datasets: uint8 RGB images of one square size, with labels and (for the built-in data) foreground masks.
+
+Every dataset is an :class:`ImageDataset` whose items are dicts:
+
+* ``image``: uint8 ``(3, S, S)`` RGB; grayscale sources are replicated to three channels;
+* ``label``: int, ``-1`` for unlabelled images;
+* ``index``: int, the item's position in the dataset (the trainer uses it, e.g. to find an image again);
+* ``mask``: uint8 ``(1, S, S)``, ``255`` = foreground (soft, anti-aliased values in between), only when
+  ``dataset.has_masks``.
+
+Augmentation is *not* done here: the views of a step are rendered batched by :class:`selfsup.data.views.MultiViewSampler`,
+so a dataset only has to deliver the source images, and :func:`collate` stacks them. Two kinds of datasets:
+
+* **In memory** (:class:`InMemoryDataset`: Fashion-MNIST, CIFAR-10/100 and the procedural shapes of
+  :mod:`selfsup.data.shapes`): one uint8 tensor ``(N, 3, S, S)``, resized once at load time if ``data.image_size`` is not
+  the native size. :meth:`InMemoryDataset.__getitems__` gathers a whole batch with one indexing op, which
+  ``torch.utils.data.DataLoader`` uses instead of one ``__getitem__`` call per image.
+* **Folders** (:class:`FolderDataset`): an ImageFolder layout (one sub-folder per class) or a flat folder of unlabelled
+  images, decoded lazily from disk in ``__getitem__``; the short side is resized to ``S`` and the centre ``S x S`` crop
+  kept. A corrupt image is a one-line :class:`~selfsup.errors.DataError` naming the file, or, with
+  ``data.skip_corrupt=true``, an item of ``None`` that :func:`collate` drops and counts.
+
+Files a user supplies are never trusted: IDX headers and sizes are checked, CIFAR pickles are read with an unpickler that
+only builds numpy arrays (:class:`RestrictedUnpickler`), so a malicious file cannot run code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import pickle
+import re
+import zlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from selfsup.config import DataConfig
+from selfsup.errors import ConfigError, DataError
+
+log = logging.getLogger("selfsup.data")
+
+SPLITS = ("train", "test")
+
+# Per-channel statistics in [0, 1] space, used to normalise the views.
+FASHION_MNIST_MEAN = (0.2860, 0.2860, 0.2860)
+FASHION_MNIST_STD = (0.3530, 0.3530, 0.3530)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # the per-pixel std over the training set (not the often-quoted 0.2023, ...)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+FASHION_MNIST_ENV = "SELFSUP_FASHION_MNIST"
+FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist/"  # Debian package dataset-fashion-mnist
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Base classes and collate
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ImageDataset(Dataset):
+    """Base class of every dataset: items are dicts (see the module docstring) of square uint8 RGB images.
+
+    Attributes:
+        num_classes: number of classes, or ``None`` when the images are unlabelled.
+        class_names: a name per class, or ``None``.
+        mean, std: per-channel normalisation statistics (3-tuples of floats in [0, 1] space).
+        has_masks: whether items carry a ``mask``.
+        image_size: the side ``S`` of every image.
+        labels: int64 tensor ``(N,)`` of every label (``-1`` when unlabelled), known without decoding any image.
+    """
+
+    num_classes: Optional[int] = None
+    class_names: Optional[List[str]] = None
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    has_masks: bool = False
+    image_size: int = 0
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Optional[Dict[str, Any]]]:
+        """Batched fetch used by ``DataLoader`` (one call per batch); subclasses make it faster where they can."""
+        return [self[int(i)] for i in indices]
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        i = int(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} images")
+        return i
+
+    def __repr__(self) -> str:
+        classes = "unlabelled" if self.num_classes is None else f"{self.num_classes} classes"
+        masks = ", masks" if self.has_masks else ""
+        return f"{type(self).__name__}({len(self)} images, {self.image_size} px, {classes}{masks})"
+
+
+class InMemoryDataset(ImageDataset):
+    """A dataset held as one uint8 tensor ``images (N, 3, S, S)``, ``labels (N,)`` and optional ``masks (N, 1, S, S)``.
+
+    Grayscale sources may pass an expanded view (``gray.expand(N, 3, S, S)``) so the three channels share memory; items
+    and batches are still ordinary ``(3, S, S)`` images (stacking copies them).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: Optional[int], mean: Sequence[float],
+                 std: Sequence[float], masks: Optional[Tensor] = None, class_names: Optional[List[str]] = None):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if masks is not None and (masks.dtype != torch.uint8 or masks.shape != (images.shape[0], 1, *images.shape[2:])):
+            raise ValueError(f"masks must be uint8 (N, 1, S, S), got {masks.dtype} {tuple(masks.shape)}")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.masks = masks
+        self.has_masks = masks is not None
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.mean = _triple(mean)
+        self.std = _triple(std)
+        self.image_size = int(images.shape[-1])
+        self._label_list: List[int] = self.labels.tolist()  # python ints: no tensor op per item
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        i = self._check_index(index)
+        item = {"image": self.images[i], "label": self._label_list[i], "index": i}
+        if self.masks is not None:
+            item["mask"] = self.masks[i]
+        return item
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
+        """One gather for the whole batch (``index_select``), then cheap per-item views of it."""
+        n = len(self)
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
+        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+            raise IndexError(f"indices out of range for a dataset of {n} images")
+        idx = torch.where(idx < 0, idx + n, idx)
+        images = self.images.index_select(0, idx).unbind(0)
+        masks = self.masks.index_select(0, idx).unbind(0) if self.masks is not None else None
+        items = []
+        for k, i in enumerate(idx.tolist()):
+            item = {"image": images[k], "label": self._label_list[i], "index": i}
+            if masks is not None:
+                item["mask"] = masks[k]
+            items.append(item)
+        return items
+
+
+def collate(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Stack dataset items into a batch; ``None`` items (skipped corrupt images) are dropped and counted.
+
+    Returns ``image (B, 3, S, S) uint8``, ``label (B,) int64``, ``index (B,) int64``, ``mask (B, 1, S, S) uint8`` or
+    ``None`` when the items have no mask, and ``skipped`` (int). If every item was skipped the batch is empty
+    (``image`` has shape ``(0, 3, 0, 0)``).
+    """
+    kept = [it for it in items if it is not None]
+    skipped = len(items) - len(kept)
+    if not kept:
+        return {"image": torch.empty(0, 3, 0, 0, dtype=torch.uint8), "label": torch.empty(0, dtype=torch.int64),
+                "index": torch.empty(0, dtype=torch.int64), "mask": None, "skipped": skipped}
+    has_mask = all(it.get("mask") is not None for it in kept)
+    return {
+        "image": torch.stack([it["image"] for it in kept]),
+        "label": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64),
+        "index": torch.tensor([int(it["index"]) for it in kept], dtype=torch.int64),
+        "mask": torch.stack([it["mask"] for it in kept]) if has_mask else None,
+        "skipped": skipped,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# build_dataset
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
+    """The ``split`` ("train" or "test") of ``cfg.dataset``, limited to the first ``cfg.limit`` images.
+
+    ``cfg.mean`` / ``cfg.std``, when set, replace the dataset's own normalisation statistics.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got '{split}'")
+    name = cfg.dataset
+    if name == "shapes":
+        from selfsup.data.shapes import ShapesDataset  # shapes builds on this module
+
+        size = cfg.train_size if split == "train" else cfg.test_size
+        if cfg.limit is not None:
+            size = min(size, cfg.limit)
+        ds: ImageDataset = ShapesDataset(num_classes=cfg.num_classes, image_size=cfg.image_size, size=size,
+                                         split=split, spurious=cfg.spurious, seed=0,
+                                         stats_images=min(cfg.train_size, 2048))
+    elif name == "fashion_mnist":
+        ds = load_fashion_mnist(cfg.root, split, cfg.image_size, cfg.limit)
+    elif name in ("cifar10", "cifar100"):
+        if not cfg.root:
+            raise ConfigError(f"data.root is required for data.dataset={name}")
+        ds = load_cifar(cfg.root, name, split, cfg.image_size, cfg.limit)
+    elif name == "folder":
+        ds = folder_dataset(cfg, split)
+    else:
+        raise ConfigError(f"unknown data.dataset '{name}'")
+    if cfg.mean is not None:
+        ds.mean = _triple(cfg.mean)
+    if cfg.std is not None:
+        ds.std = _triple(cfg.std)
+    return ds
+
+
+def _triple(values: Sequence[float]) -> Tuple[float, float, float]:
+    v = tuple(float(x) for x in values)
+    if len(v) != 3:
+        raise ConfigError(f"mean/std need 3 values (R, G, B), got {list(values)}")
+    return v  # type: ignore[return-value]
+
+
+def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
+    """Resize a uint8 batch ``(N, C, H, W)`` to ``(N, C, size, size)`` with antialiasing, in chunks (bounded memory)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if images.shape[-2:] == (size, size):
+        return images
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for a in range(0, images.shape[0], chunk):
+        out[a:a + chunk] = TF.resize(images[a:a + chunk], [size, size], antialias=True)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0].strip() if text else ""
+    msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "data", msg)
+    return msg or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST (IDX files)
+# --------------------------------------------------------------------------------------------------------------------
+
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: os.PathLike, limit: Optional[int] = None) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzipped or not) into a uint8 array of the shape its header declares.
+
+    The header is checked: two zero bytes, type code 0x08 (unsigned byte; the only type Fashion-MNIST uses), the number
+    of dimensions, then one big-endian uint32 size per dimension. With ``limit`` only the first ``limit`` entries along
+    the first dimension are read (and checked for truncation); without it the whole file must match the header exactly.
+    Any mismatch, a truncated or corrupt gzip stream -> :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gz else open
+        with opener(path, "rb") as f:
+            header = f.read(4)
+            if len(header) < 4 or header[0] != 0 or header[1] != 0:
+                raise DataError(f"{path} is not an IDX file (bad magic number {header.hex() or 'empty'})")
+            if header[2] != _IDX_UBYTE:
+                raise DataError(f"{path}: unsupported IDX element type 0x{header[2]:02x} (expected 0x08, unsigned byte)")
+            ndim = header[3]
+            if ndim == 0:
+                raise DataError(f"{path}: IDX header declares 0 dimensions")
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path} is truncated (incomplete IDX header)")
+            dims = [int.from_bytes(dims_raw[4 * k:4 * k + 4], "big") for k in range(ndim)]
+            n = dims[0] if limit is None else min(dims[0], int(limit))
+            per_item = int(np.prod(dims[1:], dtype=np.int64)) if ndim > 1 else 1
+            need = n * per_item
+            data = f.read(need)
+            if len(data) < need:
+                raise DataError(f"{path} is truncated: the header declares {dims[0]} x {dims[1:]} bytes "
+                                f"but the file holds {len(data) // max(per_item, 1)} items")
+            if limit is None and f.read(1):
+                raise DataError(f"{path} has more data than its IDX header declares ({dims})")
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path}: {_one_line(exc)}") from None
+    return np.frombuffer(data, dtype=np.uint8).reshape(n, *dims[1:])
+
+
+def _find_file(directory: Path, name: str) -> Optional[Path]:
+    for cand in (directory / f"{name}.gz", directory / name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def fashion_mnist_dir(root: Optional[str]) -> Path:
+    """``root``, else ``$SELFSUP_FASHION_MNIST``, else the Debian package's ``/usr/share/datasets/fashion-mnist/``."""
+    return Path(root or os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DEFAULT_DIR).expanduser()
+
+
+def load_fashion_mnist(root: Optional[str], split: str, image_size: int = 28,
+                       limit: Optional[int] = None) -> InMemoryDataset:
+    """Fashion-MNIST (Xiao et al. 2017) from its four IDX files (``.gz`` or not) in :func:`fashion_mnist_dir`.
+
+    Also looks in ``DIR/FashionMNIST/raw`` (torchvision's layout) and ``DIR/fashion-mnist``. The 28 px grayscale images
+    are resized once to ``image_size`` (e.g. 32) and replicated to three channels (an expanded view, no extra memory).
+    """
+    base = fashion_mnist_dir(root)
+    img_name, lbl_name = FASHION_MNIST_FILES[split]
+    found = None
+    for d in (base, base / "FashionMNIST" / "raw", base / "fashion-mnist"):
+        img_path, lbl_path = _find_file(d, img_name), _find_file(d, lbl_name)
+        if img_path and lbl_path:
+            found = (img_path, lbl_path)
+            break
+    if found is None:
+        missing = img_name if _find_file(base, img_name) is None else lbl_name
+        raise DataError(f"Fashion-MNIST not found in {base} (no {missing}[.gz]); install it with "
+                        f"`apt-get install dataset-fashion-mnist` or pass data.root=DIR")
+    img_path, lbl_path = found
+    images = read_idx(img_path, limit)
+    labels = read_idx(lbl_path, limit)
+    if images.ndim != 3:
+        raise DataError(f"{img_path}: expected 3 IDX dimensions (N, H, W), got shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{lbl_path}: expected 1 IDX dimension (N,), got shape {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels")
+    if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise DataError(f"{lbl_path}: label {int(labels.max())} out of range 0..9")
+    gray = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W)
+    gray = resize_images(gray, image_size)
+    rgb = gray.expand(-1, 3, -1, -1)
+    return InMemoryDataset(rgb, torch.from_numpy(labels.astype(np.int64)), num_classes=10,
+                           mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, class_names=list(FASHION_MNIST_CLASSES))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CIFAR (python pickles, read with a restricted unpickler)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _numpy_attr(names: Sequence[str]) -> Any:
+    """The first of ``module:attr`` names that exists (numpy 2 moved ``numpy.core`` to ``numpy._core``)."""
+    import importlib
+
+    for full in names:
+        module, attr = full.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can only rebuild numpy arrays, dtypes and scalars, plus the pickle protocol's plain containers.
+
+    The one non-numpy global is ``_codecs.encode``, which turns a str back into bytes: it is how Python 3 writes bytes
+    (e.g. an array's data) at pickle protocols 0-2.
+
+    A pickle can call any importable callable through ``find_class`` (``os.system``, ``eval``, ...); here every global
+    other than the numpy reconstructors below raises ``pickle.UnpicklingError``, so a user-provided file cannot run
+    code. Both ``numpy.core`` (numpy 1 pickles, e.g. the official CIFAR files) and ``numpy._core`` (numpy 2) names are
+    accepted; both resolve to the installed numpy's functions.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray:_reconstruct",
+                                                     "numpy.core.multiarray:_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray:_reconstruct",
+                                                      "numpy.core.multiarray:_reconstruct"),
+        ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray:scalar", "numpy.core.multiarray:scalar"),
+        ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray:scalar", "numpy.core.multiarray:scalar"),
+        ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric:_frombuffer", "numpy.core.numeric:_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric:_frombuffer", "numpy.core.numeric:_frombuffer"),
+        ("numpy", "ndarray"): ("numpy:ndarray",),
+        # Python 3 pickles at protocol <= 2 store bytes (an array's data) as _codecs.encode(str, "latin1")
+        ("_codecs", "encode"): ("_codecs:encode",),
+        ("numpy", "dtype"): ("numpy:dtype",),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = self._ALLOWED.get((module, name))
+        obj = _numpy_attr(target) if target else None
+        if obj is None:
+            raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only numpy arrays are allowed)")
+        return obj
+
+
+def safe_unpickle(path: Path) -> Any:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler` (``encoding="bytes"``, as the Python 2 CIFAR files need)."""
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f, encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - any failure of an untrusted file is the user's DataError
+        raise DataError(f"cannot read {path}: {_one_line(exc)}") from None
+
+
+def _get(d: dict, key: str) -> Any:
+    """``d[b'key']`` (the official files) or ``d['key']`` (pickles written by Python 3 code)."""
+    if key.encode() in d:
+        return d[key.encode()]
+    return d.get(key)
+
+
+_CIFAR = {
+    # name: (folder, train files, test files, label key, meta file, names key, mean, std, classes)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
+                "batches.meta", "label_names", CIFAR10_MEAN, CIFAR10_STD, 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "meta", "fine_label_names", CIFAR100_MEAN,
+                 CIFAR100_STD, 100),
+}
+
+
+def cifar_dir(root: str, name: str) -> Path:
+    """The folder holding the CIFAR batches: ``root`` itself or ``root/cifar-10-batches-py`` (``cifar-100-python``)."""
+    folder, train_files, test_files = _CIFAR[name][:3]
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"data.root {base} does not exist (expected the extracted {folder} folder or its parent)")
+    for d in (base / folder, base):
+        if all((d / f).is_file() for f in train_files + test_files):
+            return d
+    for d in (base / folder, base):  # a partial download: name what is missing
+        present = [f for f in train_files + test_files if (d / f).is_file()]
+        if present:
+            missing = [f for f in train_files + test_files if not (d / f).is_file()]
+            raise DataError(f"{name} in {d} is incomplete: missing {', '.join(missing)}")
+    raise DataError(f"{name} not found in {base}: expected {folder}/ with {', '.join(train_files + test_files)} "
+                    f"(the python version of the dataset, extracted)")
+
+
+def load_cifar(root: str, name: str, split: str, image_size: int = 32, limit: Optional[int] = None) -> InMemoryDataset:
+    """CIFAR-10 or CIFAR-100 (fine labels) from the python-pickle batches, read with :func:`safe_unpickle`.
+
+    Batches are read in order until ``limit`` images are in hand. Class names come from ``batches.meta`` / ``meta`` when
+    present.
+    """
+    folder, train_files, test_files, label_key, meta_file, names_key, mean, std, num_classes = _CIFAR[name]
+    d = cifar_dir(root, name)
+    images: List[np.ndarray] = []
+    labels: List[np.ndarray] = []
+    total = 0
+    for fname in train_files if split == "train" else test_files:
+        if limit is not None and total >= limit:
+            break
+        path = d / fname
+        batch = safe_unpickle(path)
+        if not isinstance(batch, dict):
+            raise DataError(f"{path} is not a CIFAR batch (a {type(batch).__name__}, expected a dict)")
+        data, lab = _get(batch, "data"), _get(batch, label_key)
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise DataError(f"{path}: 'data' must be a uint8 array (N, 3072), got {desc}")
+        if lab is None:
+            raise DataError(f"{path} has no '{label_key}'")
+        lab = np.asarray(lab, dtype=np.int64).reshape(-1)
+        if lab.shape[0] != data.shape[0]:
+            raise DataError(f"{path} has {data.shape[0]} images but {lab.shape[0]} labels")
+        if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
+            raise DataError(f"{path}: labels must be in 0..{num_classes - 1}, got {lab.min()}..{lab.max()}")
+        images.append(data)
+        labels.append(lab)
+        total += data.shape[0]
+    data = np.concatenate(images)
+    lab = np.concatenate(labels)
+    if limit is not None:
+        data, lab = data[:limit], lab[:limit]
+    x = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))
+    x = resize_images(x, image_size) if image_size != 32 else x.clone()
+    class_names = CIFAR10_CLASSES if name == "cifar10" else [str(i) for i in range(num_classes)]
+    meta_path = d / meta_file
+    if meta_path.is_file():
+        meta = safe_unpickle(meta_path)
+        names = _get(meta, names_key) if isinstance(meta, dict) else None
+        if names is not None and len(names) == num_classes:
+            class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return InMemoryDataset(x, torch.from_numpy(lab), num_classes=num_classes, mean=mean, std=std,
+                           class_names=class_names)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Folders of images
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _walk_images(directory: Path) -> List[Path]:
+    """Image files under ``directory`` (recursively, hidden entries skipped), in sorted order."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
+    return out
+
+
+def _class_dirs(directory: Path) -> List[str]:
+    """Sorted names of the sub-folders of ``directory`` that hold at least one image (the ImageFolder classes)."""
+    names = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+            if any(_is_image(f) for f in filenames):
+                names.append(entry.name)
+                break
+    return names
+
+
+def _split_dir(cfg: DataConfig, split: str) -> Path:
+    root = Path(cfg.root).expanduser()  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise DataError(f"data.root {root} does not exist or is not a directory")
+    if split == "train":
+        return root / "train" if (root / "train").is_dir() else root
+    if cfg.test_root:
+        test = Path(cfg.test_root).expanduser()
+        if not test.is_dir():
+            raise DataError(f"data.test_root {test} does not exist or is not a directory")
+        return test
+    for sub in ("val", "test"):
+        if (root / sub).is_dir():
+            return root / sub
+    raise DataError(f"no test images for data.root={root}: create {root}/val or {root}/test, or pass data.test_root=DIR")
+
+
+def folder_dataset(cfg: DataConfig, split: str) -> "FolderDataset":
+    """The ``split`` of a folder dataset (see :class:`FolderDataset` for the layouts).
+
+    Train: ``ROOT/train`` if present, else ``ROOT``. Test: ``data.test_root``, else ``ROOT/val`` or ``ROOT/test``.
+    The test split takes its class indices from the train folder's classes, so labels agree between the splits.
+    """
+    if not cfg.root:
+        raise ConfigError("data.root is required for data.dataset=folder")
+    directory = _split_dir(cfg, split)
+    classes = None
+    if split == "test":
+        train_classes = _class_dirs(_split_dir(cfg, "train"))
+        classes = train_classes or None
+    return FolderDataset(directory, cfg.image_size, classes=classes, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit)
+
+
+class FolderDataset(ImageDataset):
+    """Images on disk, decoded lazily: an ImageFolder layout (``DIR/<class>/.../*.jpg``) or a flat folder (unlabelled).
+
+    * Layout: if sub-folders of ``directory`` hold images they are the classes (sorted names, label = position; files
+      directly in ``directory`` are then ignored, with a warning); otherwise the images directly in ``directory`` are
+      unlabelled (label ``-1``, ``num_classes`` None). ``classes`` fixes the class list (the train split's, for a test
+      split); a folder class missing from it is a :class:`DataError`.
+    * Files: extensions jpg, jpeg, png, bmp, gif, webp, tif, tiff (any case); hidden files are skipped; order is sorted,
+      and ``limit`` keeps the first N.
+    * Decoding: ``torchvision.io.decode_image`` (mode RGB: grayscale replicated, alpha dropped; first frame of an
+      animated GIF) on the file's bytes; formats it does not read (BMP, TIFF) go through Pillow. Then the short side is
+      resized to ``image_size`` (antialiased) and the centre square cropped.
+    * Errors: an unreadable image raises a one-line ``DataError("cannot read image <path>: <reason>")``; with
+      ``skip_corrupt`` the item is ``None`` instead, a warning names the file (logger ``selfsup.data``) and
+      ``num_skipped`` counts it (per process: with DataLoader workers, :func:`collate`'s ``skipped`` is the reliable
+      count).
+    * Statistics: ImageNet's mean and std.
+    """
+
+    def __init__(self, directory: os.PathLike, image_size: int, *, classes: Optional[List[str]] = None,
+                 skip_corrupt: bool = False, limit: Optional[int] = None):
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise DataError(f"image folder {directory} does not exist or is not a directory")
+        found = _class_dirs(directory)
+        files: List[Path] = []
+        labels: List[int] = []
+        if found:
+            class_list = list(classes) if classes else found
+            index = {c: k for k, c in enumerate(class_list)}
+            unknown = [c for c in found if c not in index]
+            if unknown:
+                raise DataError(f"{directory} has classes that the training folder does not: {', '.join(unknown[:5])}")
+            for c in found:
+                paths = _walk_images(directory / c)
+                files.extend(paths)
+                labels.extend([index[c]] * len(paths))
+            loose = [f for f in sorted(os.listdir(directory)) if _is_image(f) and (directory / f).is_file()]
+            if loose:
+                log.warning("%s: ignoring %d images outside the class folders", directory, len(loose))
+            self.num_classes: Optional[int] = len(class_list)
+            self.class_names: Optional[List[str]] = class_list
+        else:
+            files = [directory / f for f in sorted(os.listdir(directory))
+                     if _is_image(f) and (directory / f).is_file()]
+            labels = [-1] * len(files)
+            self.num_classes = None
+            self.class_names = None
+        if not files:
+            raise DataError(f"no images in {directory} (looked for {', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+        if limit is not None:
+            files, labels = files[:limit], labels[:limit]
+        self.directory = directory
+        self.files = files
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self._label_list = labels
+        self.image_size = int(image_size)
+        self.skip_corrupt = skip_corrupt
+        self.num_skipped = 0
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.has_masks = False
+
+    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
+        i = self._check_index(index)
+        path = self.files[i]
+        try:
+            image = load_image(path, self.image_size)
+        except DataError as exc:
+            if not self.skip_corrupt:
+                raise
+            self.num_skipped += 1
+            log.warning("skipping %s", exc)
+            return None
+        return {"image": image, "label": self._label_list[i], "index": i}
+
+
+def decode_image_file(path: os.PathLike) -> Tensor:
+    """uint8 ``(3, H, W)`` RGB of an image file; any failure -> one-line ``DataError`` naming the file."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
+    if not data:
+        raise DataError(f"cannot read image {path}: empty file")
+    try:
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        if img.ndim == 4:  # animated GIF: first frame
+            img = img[0]
+    except Exception as tv_exc:  # noqa: BLE001 - torchvision raises RuntimeError/ValueError; try Pillow (BMP, TIFF)
+        try:
+            img = _decode_pil(data)
+        except Exception as pil_exc:  # noqa: BLE001
+            reason = pil_exc if "nsupported image file" in str(tv_exc) else tv_exc
+            raise DataError(f"cannot read image {path}: {_one_line(reason)}") from None
+    if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] == 0 or img.shape[2] == 0:
+        raise DataError(f"cannot read image {path}: decoded to an unexpected shape {tuple(img.shape)}")
+    return img
+
+
+def _decode_pil(data: bytes) -> Tensor:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.seek(0)
+        rgb = im.convert("RGB")
+        arr = np.asarray(rgb, dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: os.PathLike, size: int) -> Tensor:
+    """Decode ``path`` (:func:`decode_image_file`), resize its short side to ``size`` (antialiased), crop the centre."""
+    from torchvision.transforms.v2 import functional as TF
+
+    img = decode_image_file(path)
+    h, w = img.shape[-2:]
+    if min(h, w) != size:
+        img = TF.resize(img, [size], antialias=True)
+    if img.shape[-2:] != (size, size):
+        img = TF.center_crop(img, [size, size])
+    return img.contiguous()
