@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,38 +26,15 @@ sys.path.insert(0, str(ROOT))
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.datasets import collate  # noqa: E402
-from selfsup.data.views import normalize, train_crop_flip_sampler  # noqa: E402
+from selfsup.data.views import train_crop_flip_sampler  # noqa: E402
 from selfsup.engine.schedules import warmup_cosine  # noqa: E402
 from selfsup.engine.trainer import generator_for, pretrain  # noqa: E402
 from selfsup.eval.knn import knn_classify  # noqa: E402
 from selfsup.eval.linear import fit_logistic_lbfgs  # noqa: E402
 from selfsup.eval.metrics import topk_accuracy  # noqa: E402
-from selfsup.eval.run import features, load_backbone, probe_data  # noqa: E402
+from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
-
-def calibrated_steps(cfg, budget_s: float, out: Path) -> int:
-    """Steps that fit the budget: time a short run (its first step excluded) and scale, keeping 5% headroom."""
-    probe = load_config(None, [], base=_as_dict(cfg))
-    probe.train.steps, probe.out, probe.train.progress = 12, str(out / "calibrate"), False
-    res = pretrain(probe)
-    shutil.rmtree(out / "calibrate", ignore_errors=True)
-    steps_per_s = res.images_per_s / cfg.train.batch_size
-    return max(10, int(0.95 * budget_s * steps_per_s))
-
-
-def _as_dict(cfg):
-    from selfsup.config import to_dict
-
-    return to_dict(cfg)
-
-
-def probes(cfg, backbone, data):
-    xtr, ytr, xte, yte = features(cfg, backbone, data, progress=False)
-    lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=10, l2_grid=cfg.eval.linear.l2_grid,
-                             val_fraction=cfg.eval.linear.val_fraction, max_iter=cfg.eval.linear.max_iter,
-                             seed=cfg.seed)
-    knn = knn_classify(xtr, ytr, xte, yte, k=20, temperature=cfg.eval.knn.temperature, num_classes=10)
-    return {"linear_top1": lin["top1"], "linear_top5": lin["top5"], "l2": lin["l2"], "knn20_top1": knn["top1"]}
+from common import calibrated_steps, probes  # noqa: E402
 
 
 def supervised(cfg, data, budget_s: float) -> dict:

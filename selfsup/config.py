@@ -67,8 +67,8 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and len(value) != 3:
                 raise ConfigError(f"data.{key} needs 3 values (R, G, B), got {list(value)}")
-        if self.dataset in ("folder", "cifar10", "cifar100") and not self.root:
-            raise ConfigError(f"data.root is required for data.dataset={self.dataset}")
+        # data.root for folder/cifar is checked when the dataset is built, so that recipes whose data lives elsewhere
+        # (ImageNet) still load for `selfsup views inspect` and `selfsup recipes`
 
 
 @dataclass
@@ -131,7 +131,7 @@ class ViewsConfig:
     saturation: float = 0.2
     hue: float = 0.1
     grayscale_p: float = 0.2
-    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])  # sigma ~ U(lo, hi), in pixels at 224
+    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])  # sigma ~ U(lo, hi), in pixels of the view
     blur_kernel_frac: float = 0.1  # kernel side ~ 10% of the view side, rounded to odd (23 taps at 224)
     mask_p: float = 0.1  # p_m: probability that a maskable view uses the background-masked image
     mask_min_fraction: float = 0.05  # masking applies only if the mask covers at least this much of the image
@@ -163,12 +163,18 @@ class ModelConfig:
     stem: str = "auto"  # auto | imagenet | small: "auto" picks the small stem for inputs <= small_stem_max_size
     small_stem_max_size: int = 64
     norm: str = "batch"  # batch | group | none (group/none make a step independent of how the batch is split)
+    patch_size: Optional[int] = None  # ViTs only: overrides the patch size of the name (e.g. 4 for 32 px images)
+    drop_path_rate: float = 0.0  # stochastic depth, largest rate (last block); mobilenetv2 and the ViTs only
 
     def validate(self) -> None:
         _choice("model.stem", self.stem, ("auto", "imagenet", "small"))
         _choice("model.norm", self.norm, ("batch", "group", "none"))
         if self.width <= 0:
             raise ConfigError(f"model.width must be > 0, got {self.width}")
+        if self.patch_size is not None:
+            _positive("model.patch_size", self.patch_size)
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
 
 @dataclass
@@ -185,6 +191,9 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
     warmup_epochs: float = 10.0
     warmup_steps: Optional[int] = None  # overrides warmup_epochs
+    weight_decay_end: Optional[float] = None  # cosine schedule weight_decay -> weight_decay_end per step (SSLight ViT)
+    depthwise_no_decay: bool = False  # SSLight/MobileNetV2: depthwise kernels get no decay but keep the LARS scaling
+    clip_grad: Optional[float] = None  # clip the global gradient norm to this value (DINO ViT uses 3.0)
 
     def validate(self) -> None:
         _choice("optim.name", self.name, ("lars", "sgd", "adamw"))
@@ -195,6 +204,10 @@ class OptimConfig:
         _unit("optim.min_lr_ratio", self.min_lr_ratio)
         if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
             raise ConfigError("optim warm-up must be >= 0")
+        if self.weight_decay_end is not None and self.weight_decay_end < 0:
+            raise ConfigError(f"optim.weight_decay_end must be >= 0, got {self.weight_decay_end}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
 
 
 @dataclass
@@ -385,6 +398,20 @@ def _load_yaml(path: Path) -> DictConfig:
     return loaded
 
 
+def _recipe_layers(path: Path, chain: Sequence[Path]) -> List[DictConfig]:
+    """A recipe and the recipes it extends: ``base: other_recipe`` merges ``other_recipe`` first (recursively)."""
+    if path.resolve() in chain:
+        names = " -> ".join(p.stem for p in (*chain, path.resolve()))
+        raise ConfigError(f"recipe {path} extends itself: {names}")
+    loaded = _load_yaml(path)
+    parent = loaded.pop("base", None)
+    if parent is None:
+        return [loaded]
+    if not isinstance(parent, str):
+        raise ConfigError(f"recipe {path}: 'base' must name another recipe, got {parent!r}")
+    return [*_recipe_layers(find_recipe(parent), (*chain, path.resolve())), loaded]
+
+
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -401,9 +428,9 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
     if base is not None:
         layers.append(OmegaConf.create(base))
     if recipe is not None:
-        layers.append(_load_yaml(find_recipe(recipe)))
+        layers.extend(_recipe_layers(find_recipe(recipe), ()))
     layers.append(_parse_overrides(overrides))
-    raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+    raw = _merge_layers(layers)
 
     method_name = OmegaConf.select(raw, "method.name", default="relicv2")
     if method_name not in METHOD_ARGS:
@@ -421,6 +448,19 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
         raise ConfigError(_omega_msg(exc, schema)) from None
     assert isinstance(cfg, Config)
     return cfg.validate()
+
+
+def _merge_layers(layers: Sequence[DictConfig]) -> DictConfig:
+    """Merge config layers in order. A layer that names a *different* ``method.name`` replaces the whole method block
+    instead of merging into it (``method.name=swav`` over a DINO recipe drops DINO's arguments), so recipes can extend
+    a recipe of another method and the command line can switch methods."""
+    raw = OmegaConf.create({})
+    for layer in layers:
+        new, old = OmegaConf.select(layer, "method.name"), OmegaConf.select(raw, "method.name")
+        if new is not None and old is not None and new != old:
+            del raw["method"]
+        raw = OmegaConf.merge(raw, layer)
+    return raw
 
 
 def _ensure_methods_registered() -> None:

@@ -11,10 +11,46 @@ def test_every_recipe_loads():
     names = list_recipes()
     assert {"demo", "relicv2_shapes", "relicv2_fmnist", "relicv2_imagenet_r50"} <= set(names)
     for name in names:
-        overrides = ["data.root=/nonexistent"] if name in ("relicv2_imagenet_r50", "relicv2_cifar10_r18") else []
-        cfg = load_config(name, overrides)
+        cfg = load_config(name)
         assert isinstance(cfg, Config)
-        assert isinstance(cfg.method, RELICv2Args)
+        assert cfg.method.name == name.split("_")[1 if name.startswith("sslight_") else 0].replace("demo", "relicv2")
+        assert cfg.name == name
+
+
+def test_recipes_extend_recipes_and_switching_method_replaces_its_block(tmp_path):
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\nmethod: {name: relicv2, temperature: 0.5, num_negatives: 3}\n"
+                      "train: {batch_size: 32}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {parent}\nname: child\nmethod: {{num_negatives: 7}}\n")
+    cfg = load_config(str(child))
+    assert (cfg.name, cfg.method.temperature, cfg.method.num_negatives, cfg.train.batch_size) == ("child", 0.5, 7, 32)
+    # another method over a relicv2 recipe: relicv2's arguments are dropped instead of being rejected as unknown
+    other = load_config(str(child), ["method.name=relic"])
+    assert other.method.name == "relic" and other.method.temperature == RELICv2Args().temperature
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(str(loop))
+
+
+def test_sslight_recipes_follow_table_7():
+    base = load_config("sslight_dino_cnn_baseline")
+    ss = load_config("sslight_dino_cnn")
+    assert (base.views.large.scale_min, base.views.small.scale_max, base.views.small.size) == ([0.14], 0.14, 96)
+    assert (ss.views.large.scale_min, ss.views.small.scale_max, ss.views.small.size) == ([0.3], 0.3, 128)
+    assert (ss.views.large.count, ss.views.small.count, ss.method.alpha, base.method.alpha) == (2, 6, 0.4, None)
+    assert ss.optim.name == "lars" and ss.optim.depthwise_no_decay and ss.model.backbone == "mobilenetv2"
+    vit = load_config("sslight_dino_vit")
+    assert (vit.views.small.count, vit.views.small.size, vit.method.alpha) == (10, 128, 0.4)
+    assert (vit.optim.name, vit.optim.weight_decay, vit.optim.weight_decay_end) == ("adamw", 0.04, 0.4)
+    for method in ("mocov2", "swav"):
+        for arch in ("cnn", "vit"):
+            b, s = load_config(f"sslight_{method}_{arch}_baseline"), load_config(f"sslight_{method}_{arch}")
+            assert b.method.name == s.method.name == method
+            assert (b.method.alpha, s.method.alpha) == (None, 0.4)
+            assert s.views.small.size == 128 and s.views.large.scale_min == [0.3]
+            assert s.optim.name == ("lars" if arch == "cnn" else "adamw")
 
 
 def test_paper_recipe_matches_relicv2():

@@ -28,9 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(p: argparse.ArgumentParser, recipe_default: Optional[str] = None) -> None:
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
-    p.add_argument("--recipe", "-r", default=recipe_default,
+    p.add_argument("overrides", nargs="*", metavar="[RECIPE] key=value",
+                   help="a recipe (name in recipes/ or YAML path; also --recipe), then config overrides (dotted keys)")
+    p.add_argument("--recipe", "-r", default=None,
                    help=f"recipe name in recipes/ or a YAML path (default: {recipe_default or 'none'})")
+    p.set_defaults(recipe_default=recipe_default)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -71,13 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-report", help="report folder (default: demo-report)")
     d.add_argument("--minutes", type=float, default=None, help="pretraining budget in minutes (default: the recipe's)")
 
+    vw = sub.add_parser("views", help="inspect the views a recipe samples (crop and pixel scales, a picture)")
+    vsub = vw.add_subparsers(dest="views_command", parser_class=_Parser, metavar="ACTION")
+    vi = vsub.add_parser("inspect", help="print crop-scale and pixel-scale statistics and save a grid of views",
+                         description="Draws the views of a recipe with the training sampler and prints, per view "
+                                     "group, the crop-area and pixel-scale statistics, SSLight's mean(PS_g/PS_l) "
+                                     "(eq. 1), and the per-view blur/solarize rates; saves a PNG grid of example "
+                                     "views of the recipe's dataset (the built-in data if that is not available).",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(vi)
+    vi.add_argument("--out", default=None, help="PNG path (default: views-<recipe name>.png)")
+    vi.add_argument("--images", type=int, default=4096, help="images drawn for the statistics (default: 4096)")
+    vi.add_argument("--rows", type=int, default=6, help="source images in the picture (default: 6)")
+
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # parse_known_args lets overrides come after options too (`pretrain demo --quiet k=v`); argparse's
+    # intermixed parser cannot be used with sub-commands.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(tok.startswith("-") for tok in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("lightning", "lightning.fabric", "lightning.pytorch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -89,6 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _positional_recipe(args, parser)
     try:
         return _dispatch(args, parser)
     except SelfsupError as exc:
@@ -97,6 +119,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("selfsup: interrupted; the last checkpoint was saved, continue with --resume", file=sys.stderr)
         return 130
+
+
+def _positional_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``selfsup pretrain dino_fmnist k=v``: a first positional argument without ``=`` is the recipe."""
+    if not hasattr(args, "overrides"):
+        return
+    if args.overrides and "=" not in args.overrides[0]:
+        if args.recipe is not None:
+            parser.error(f"two recipes given: --recipe {args.recipe} and '{args.overrides[0]}'")
+        args.recipe = args.overrides.pop(0)
+    if args.recipe is None:
+        args.recipe = args.recipe_default
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -115,6 +149,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.protocol is None:
             parser.parse_args(["eval", "--help"])
         return _eval(args)
+    if args.command == "views":
+        if args.views_command is None:
+            parser.parse_args(["views", "--help"])
+        return _views_inspect(args)
     if args.command == "demo":
         from selfsup.cli.demo import run_demo
 
@@ -160,6 +198,47 @@ def _eval(args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), {"protocol": args.protocol, "source": str(source),
                                     "dataset": cfg.data.dataset, **res})
+    return 0
+
+
+def _views_inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from selfsup.config import load_config
+    from selfsup.data.datasets import build_dataset, collate
+    from selfsup.data.view_stats import view_statistics
+    from selfsup.data.views import MultiViewSampler
+    from selfsup.errors import ConfigError, DataError
+    from selfsup.eval.plots import plot_view_grid
+
+    if args.recipe is None:
+        raise ConfigError("views inspect needs a recipe: selfsup views inspect RECIPE [key=value ...]")
+    if args.images < 1 or args.rows < 1:
+        raise ConfigError("--images and --rows must be >= 1")
+    cfg = load_config(args.recipe, args.overrides)
+    stats = view_statistics(cfg.views, num_images=args.images, source_size=cfg.data.image_size,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+    print(f"recipe {args.recipe}: {cfg.views.large.count} large x {cfg.views.large.size}px "
+          f"(crop area {cfg.views.large.scale_min}..{cfg.views.large.scale_max}), {cfg.views.small.count} small x "
+          f"{cfg.views.small.size}px (crop area {cfg.views.small.scale_min}..{cfg.views.small.scale_max})")
+    print(stats.table())
+    try:
+        ds, source = build_dataset(cfg.data, "train"), cfg.data.dataset
+    except (ConfigError, DataError) as exc:
+        cfg.data.dataset, cfg.data.train_size, cfg.data.limit = "shapes", max(args.rows, 16), None
+        ds, source = build_dataset(cfg.data, "train"), f"built-in shapes ({exc})"
+    rows = min(args.rows, len(ds))
+    batch = collate([ds[i] for i in range(rows)])
+    sampler = MultiViewSampler(cfg.views, ds.mean, ds.std)
+    size = tuple(batch["image"].shape[-2:])
+    views = sampler(batch["image"], batch["mask"], sampler.sample_params(rows, torch.Generator().manual_seed(cfg.seed),
+                                                                          source_size=size))
+    out = Path(args.out or f"views-{cfg.name}.png")
+    ratio = f", mean(PS_g/PS_l)={stats.ps_ratio_mean:.2f}" if stats.ps_ratio_mean is not None else ""
+    plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=batch["mask"],
+                   title=f"{cfg.name}: {cfg.views.large.count}x{cfg.views.large.size} + "
+                         f"{cfg.views.small.count}x{cfg.views.small.size}{ratio}")
+    print(f"views of {source}: {out}")
     return 0
 
 

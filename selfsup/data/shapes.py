@@ -524,7 +524,6 @@ def generate_shapes(num_classes: int, image_size: int, start: int, stop: int, sp
         raise ConfigError(f"data.image_size={image_size} is too small for the shapes dataset (at least 4)")
     if not 0.0 <= spurious <= 1.0:
         raise ConfigError(f"data.spurious must be in [0, 1], got {spurious}")
-    n = stop - start
     s = image_size
     with _one_thread():
         return _generate(num_classes, s, start, stop, split, spurious, seed)

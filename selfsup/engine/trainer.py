@@ -37,7 +37,8 @@ from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import load_checkpoint, save_backbone, save_checkpoint
 from selfsup.engine.ema import ema_update
 from selfsup.engine.optim import build_optimizer
-from selfsup.engine.schedules import cosine_ema_momentum, scaled_lr, set_lr, warmup_cosine
+from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
+                                     warmup_cosine)
 from selfsup.errors import CheckpointError, ConfigError, NonFiniteLossError
 from selfsup.methods import Method, StepContext, build_method
 
@@ -100,7 +101,7 @@ class RunResult:
 class _StepLog:
     """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
 
-    FIELDS = ["step", "loss", "lr", "ema_momentum", "images_per_s", "data_wait", "time_s"]
+    FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s"]
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
@@ -181,7 +182,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if t.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(method, o, lr=peak_lr)
+    optimizer = build_optimizer(method, o, lr=peak_lr, depthwise_no_decay=o.depthwise_no_decay)
 
     start_step = 0
     ckpt_path = out_dir / "last.ckpt"
@@ -243,8 +244,11 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
 
             lr = warmup_cosine(step, total_steps, warmup, peak_lr, peak_lr * o.min_lr_ratio)
             set_lr(optimizer, lr)
+            if o.weight_decay_end is not None:
+                set_weight_decay(optimizer, cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end))
             ctx = StepContext(step=step, total_steps=total_steps, epoch=step // steps_per_epoch,
-                              generator=generator_for(cfg.seed, "method", step))
+                              generator=generator_for(cfg.seed, "method", step),
+                              steps_per_epoch=steps_per_epoch)
             torch.manual_seed(derive_seed(cfg.seed, "global", step, rank))
             with fabric.autocast():
                 out = model(views, ctx)
@@ -257,8 +261,13 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                     + " Try a lower optim.base_lr or a larger method.temperature.")
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
+            inner.on_after_backward(ctx)
+            if o.clip_grad is not None:
+                fabric.clip_gradients(model, optimizer, max_norm=o.clip_grad, error_if_nonfinite=False)
             optimizer.step()
             logs: Dict[str, float] = {"loss": loss.item(), "lr": lr}
+            if o.weight_decay_end is not None:
+                logs["weight_decay"] = optimizer.param_groups[0]["weight_decay"]
             if inner.ema is not None:
                 m = (cosine_ema_momentum(step, total_steps, inner.ema.base) if inner.ema.schedule == "cosine"
                      else inner.ema.base)

@@ -30,14 +30,22 @@ class ViewPair:
     kind: str  # "gg" or "gl"
 
 
-def view_pairs(num_large: int, num_small: int, *, include_same: bool = True) -> List[ViewPair]:
+def view_pairs(num_large: int, num_small: int, *, include_same: bool = True,
+               target_views: Optional[Sequence[int]] = None) -> List[ViewPair]:
     """The pairs of RELICv2 eq. 3: (online large l2, target large l1) for all l1, l2, then (online small s, target l1).
 
-    ``include_same=False`` drops the l1 == l2 terms (the SimCLR/BYOL/DINO convention of pairing only different crops).
+    ``include_same=False`` drops the l1 == l2 terms (the SimCLR/BYOL/SwAV/DINO convention of pairing only different
+    crops). ``target_views`` restricts which large views act as targets (default: all of them); SSLight's MoCo takes
+    its key from global view 0 only, so its pairs are ``view_pairs(2, S, include_same=False, target_views=[0])``:
+    (large 1, large 0) and (small s, large 0).
     """
-    pairs = [ViewPair("large", l2, l1, "gg") for l1 in range(num_large) for l2 in range(num_large)
+    targets = range(num_large) if target_views is None else list(target_views)
+    for t in targets:
+        if not 0 <= t < num_large:
+            raise ValueError(f"target view {t} is out of range for {num_large} large views")
+    pairs = [ViewPair("large", l2, l1, "gg") for l1 in targets for l2 in range(num_large)
              if include_same or l1 != l2]
-    pairs += [ViewPair("small", s, l1, "gl") for l1 in range(num_large) for s in range(num_small)]
+    pairs += [ViewPair("small", s, l1, "gl") for l1 in targets for s in range(num_small)]
     return pairs
 
 
@@ -65,13 +73,18 @@ def baseline_alpha(num_gg: int, num_gl: int) -> float:
 
 
 def multiview_loss(pair_loss, online: Dict[str, Sequence[Tensor]], target: Sequence[Tensor], *,
-                   alpha: Optional[float] = None, include_same: bool = True, **kwargs) -> Tensor:
-    """Apply ``pair_loss(online_view, target_view, **kwargs)`` over :func:`view_pairs` and combine the terms."""
+                   alpha: Optional[float] = None, include_same: bool = True,
+                   target_views: Optional[Sequence[int]] = None, **kwargs) -> Tensor:
+    """Apply ``pair_loss(online_view, target_view, **kwargs)`` over :func:`view_pairs` and combine the terms.
+
+    ``target`` holds one entry per large view (entries that are not in ``target_views`` are never read and may be
+    None).
+    """
     large, small = online.get("large", ()), online.get("small", ())
     if len(target) != len(large):
         raise ValueError(f"expected one target view per large view, got {len(target)} targets for {len(large)}")
     terms: Dict[str, List[Tensor]] = {"gg": [], "gl": []}
-    for pair in view_pairs(len(large), len(small), include_same=include_same):
+    for pair in view_pairs(len(large), len(small), include_same=include_same, target_views=target_views):
         views = large if pair.online_group == "large" else small
         terms[pair.kind].append(pair_loss(views[pair.online], target[pair.target], **kwargs))
     return combine_pair_losses(terms["gg"], terms["gl"], alpha)

@@ -4,6 +4,12 @@ registers every method (``method.name`` in a config)."""
 from selfsup.methods.base import (METHODS, EMASpec, Method, StepContext, StepOutput, build_method,
                                   forward_by_resolution, frozen_copy, register_method)
 from selfsup.methods import relicv2  # noqa: F401  (registers "relicv2")
+from selfsup.methods import simclr  # noqa: F401  (registers "simclr")
+from selfsup.methods import byol  # noqa: F401  (registers "byol")
+from selfsup.methods import relic  # noqa: F401  (registers "relic")
+from selfsup.methods import dino  # noqa: F401  (registers "dino")
+from selfsup.methods import mocov2  # noqa: F401  (registers "mocov2")
+from selfsup.methods import swav  # noqa: F401  (registers "swav")
 
 __all__ = ["METHODS", "EMASpec", "Method", "StepContext", "StepOutput", "build_method", "forward_by_resolution",
            "frozen_copy", "register_method"]

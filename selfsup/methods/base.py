@@ -8,6 +8,8 @@ A method is an ``nn.Module`` built from a :class:`~selfsup.config.Config`. It de
   that DDP's gradient hooks run when the engine calls the wrapped module;
 * ``ema_pairs()`` and ``ema``: which target networks follow which online networks, and on what momentum schedule. The
   engine applies the update after each optimiser step (the method only declares it);
+* ``on_after_backward(ctx)``: edit gradients before the optimiser step (SwAV's prototypes and DINO's last layer are
+  frozen during the first epoch by dropping their gradients);
 * ``after_optimizer_step(ctx)``: other updates outside the gradient (queues), returning values to log.
 
 The engine owns everything else (optimiser, schedules, devices, checkpoints), so a method file reads top to bottom.
@@ -37,6 +39,12 @@ class StepContext:
     total_steps: int
     epoch: int
     generator: torch.Generator
+    steps_per_epoch: int = 1
+
+    @property
+    def epoch_float(self) -> float:
+        """Fractional epoch ``step / steps_per_epoch`` (for per-iteration schedules written in epochs)."""
+        return self.step / max(self.steps_per_epoch, 1)
 
 
 @dataclass
@@ -70,9 +78,18 @@ class Method(nn.Module):
         """(online, target) module pairs that the engine moves by EMA after each optimiser step."""
         return []
 
+    def on_after_backward(self, ctx: StepContext) -> None:
+        """Called between ``backward`` and the optimiser step (gradients are already averaged over processes)."""
+
     @torch.no_grad()
     def after_optimizer_step(self, ctx: StepContext) -> Dict[str, float]:
         return {}
+
+
+def drop_gradients(module: nn.Module) -> None:
+    """Set every gradient of ``module`` to None, so the optimiser leaves it (and its momentum) untouched this step."""
+    for p in module.parameters():
+        p.grad = None
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

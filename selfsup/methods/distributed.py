@@ -38,3 +38,16 @@ def gather_no_grad(x: Tensor) -> Tensor:
     out = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+@torch.no_grad()
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """The mean of ``x`` over all ranks (a new tensor; ``x`` itself when there is one process).
+
+    With equal per-rank batch sizes, the mean of per-rank batch means is the global batch mean (DINO's centre).
+    """
+    if world_size() == 1:
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / world_size()

@@ -1,7 +1,8 @@
 """Backbone registry: the encoder f whose pooled output is the representation the probes evaluate.
 
 Every backbone is a :class:`Backbone`: ``forward(x)`` returns the globally average-pooled pre-logits representation
-``(B, num_features)``, ``forward_features(x)`` the last feature map ``(B, num_features, h, w)``. Names come from a registry
+``(B, num_features)`` (ViTs: the class token), ``forward_features(x)`` the last feature map ``(B, num_features, h, w)``
+(ViTs: the patch tokens as a grid). Names come from a registry
 (:func:`register_backbone`, :func:`list_backbones`, :func:`create_backbone`).
 
 Registered families
@@ -13,6 +14,25 @@ Registered families
   ``w != 1`` the stem and stage 1 are rebuilt here with timm's own ``make_blocks``.
 * ``convnet_tiny`` / ``convnet_small``: plain conv3x3-norm-ReLU stacks for CPU runs on 28-32 px images (see
   :data:`CONVNET_SPECS` for the layers and the measured training throughput).
+* ``mobilenetv2``: timm's :class:`~timm.models.efficientnet.EfficientNet` with timm's MobileNetV2 block definition
+  (Sandler et al. 2018; SSLight's main backbone, method-details B 1.4): inverted residuals with ReLU6, the feature stack
+  up to the 1x1 conv to 1280 channels, then global average pooling. ``model.width`` is the channel multiplier
+  (channels rounded to multiples of 8; the last conv keeps 1280 for ``w <= 1``). Width 1: 2.22M parameters (SSLight
+  Table 4: 2.2M), 1280 features. The ``small`` stem makes the stem conv **and** the first 24-channel stage stride 1
+  (total stride 8 instead of 32, a 4x4 map at 32 px like the CIFAR ResNets; as kuangliu/pytorch-cifar's MobileNetV2),
+  parameters unchanged. ``model.norm`` picks the same layers as for the other CNNs; with ``none`` the last
+  :class:`ChannelAffine` of each residual branch is zero-initialised (SkipInit, as for the ResNets).
+  ``model.drop_path_rate`` is timm's stochastic depth.
+* ``vit_tiny_16``, ``vit_tiny_32``, ``vit_small_16``: timm's :class:`~timm.models.vision_transformer.VisionTransformer`
+  (ViT-Ti/16: embed 192, depth 12, 3 heads, 5.5M parameters; ViT-Ti/32; ViT-S/16: 384, 12, 6, 21.7M), see
+  :class:`ViTBackbone`. The representation is the class token after the final LayerNorm (pre-logits).
+  ``model.patch_size`` overrides the name's patch size (4 for 32 px CPU runs) and ``model.drop_path_rate`` sets
+  stochastic depth. ``model.stem`` and ``model.norm`` do not apply (a patch embedding, and LayerNorm, which is per
+  sample and so batch-independent like ``group``/``none``); ``model.width`` must stay 1 (the name sets the size).
+  Never pretrained: nothing is downloaded.
+
+Options a family does not use (``model.patch_size`` for CNNs, ``model.drop_path_rate`` for the ResNets and convnets,
+``model.width`` for ViTs) raise a :class:`~selfsup.errors.ConfigError` when set, rather than being silently ignored.
 
 Stem (``model.stem``) is chosen from the **input size**, never from the dataset name: ``imagenet`` is the 7x7/2 conv plus
 3x3/2 max-pool (total reduction 4 before stage 1), ``small`` is a 3x3 stride-1 conv without max-pool (the usual CIFAR stem),
@@ -32,19 +52,25 @@ Normalisation (``model.norm``):
 ``group`` and ``none`` make a training step independent of how a batch is split over processes (BatchNorm statistics are
 per process), which the DDP equivalence test relies on.
 
-All backbones accept channels_last inputs and any input size (the pooling is global; 8 px and up is tested).
+All backbones accept channels_last inputs and any input size (the pooling is global; 8 px and up is tested), except that
+ViT inputs must be multiples of the patch size.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from timm.models._efficientnet_blocks import InvertedResidual
+from timm.models._efficientnet_builder import decode_arch_def, round_channels
+from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
+from timm.models.vision_transformer import VisionTransformer
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
@@ -67,6 +93,12 @@ __all__ = [
     "create_backbone",
     "CONVNET_SPECS",
     "RESNET_SPECS",
+    "build_mobilenetv2",
+    "MOBILENETV2_ARCH",
+    "ViTSpec",
+    "ViTBackbone",
+    "build_vit",
+    "VIT_SPECS",
 ]
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -150,6 +182,15 @@ def _did_you_mean(word: str, options: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _refuse_options(cfg: ModelConfig, name: str, *options: str) -> None:
+    """ConfigError if one of ``options`` (ModelConfig fields) is set away from its default: ``name`` does not use it."""
+    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    for option in options:
+        if getattr(cfg, option) != defaults[option]:
+            raise ConfigError(f"model.{option} does not apply to model.backbone={name} "
+                              f"(leave it at {defaults[option]}); got {getattr(cfg, option)}")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Base class and registry
 # --------------------------------------------------------------------------------------------------------------------
@@ -158,8 +199,9 @@ def _did_you_mean(word: str, options: Sequence[str]) -> str:
 class Backbone(nn.Module):
     """An encoder: ``body`` maps images to a feature map; ``forward`` global-average-pools it to ``(B, num_features)``.
 
-    Attributes: ``name`` (registry name), ``num_features`` (representation size), ``stem`` (``imagenet`` | ``small``),
-    ``norm`` (``batch`` | ``group`` | ``none``), ``reduction`` (total stride of the feature map).
+    Attributes: ``name`` (registry name), ``num_features`` (representation size), ``stem`` (``imagenet`` | ``small``;
+    ``patch`` for ViTs), ``norm`` (``batch`` | ``group`` | ``none``; ``layer`` for ViTs), ``reduction`` (total stride of
+    the feature map; the patch size for ViTs).
     """
 
     def __init__(self, body: nn.Module, *, name: str, num_features: int, stem: str, norm: str, reduction: int) -> None:
@@ -245,6 +287,7 @@ class ResNetBackbone(Backbone):
 def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                  device: Optional[torch.device | str] = None) -> ResNetBackbone:
     """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by :func:`select_stem`."""
+    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
     block, layers = RESNET_SPECS[name]
     stem = select_stem(cfg, image_size)
     norm = norm_layer(cfg.norm)
@@ -326,6 +369,7 @@ def build_convnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int
     Convs are kaiming-normal (fan_in, ReLU gain: He et al. 2015, keeps activations O(1) also without normalisation);
     norm weights 1, biases 0.
     """
+    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
     spec = CONVNET_SPECS[name]
     stem = select_stem(cfg, image_size)
     norm = norm_layer(cfg.norm)
@@ -360,5 +404,152 @@ def _register_convnet(name: str) -> None:
 
 for _name in CONVNET_SPECS:
     _register_convnet(_name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# MobileNetV2 (timm EfficientNet builder)
+# --------------------------------------------------------------------------------------------------------------------
+
+# timm's MobileNetV2 (``efficientnet._gen_mobilenet_v2``): stage strings are block type (ds: depthwise separable, ir:
+# inverted residual), repeats r, kernel k, stride s, expansion e, output channels c.
+MOBILENETV2_ARCH: Tuple[Tuple[str], ...] = (
+    ("ds_r1_k3_s1_c16",),
+    ("ir_r2_k3_s2_e6_c24",),
+    ("ir_r3_k3_s2_e6_c32",),
+    ("ir_r4_k3_s2_e6_c64",),
+    ("ir_r3_k3_s1_e6_c96",),
+    ("ir_r3_k3_s2_e6_c160",),
+    ("ir_r1_k3_s1_e6_c320",),
+)
+
+
+def _mobilenet_norm_act(kind: str) -> Callable[..., nn.Module]:
+    """timm's norm+act slot for ``model.norm``: ``Sequential(norm=norm_layer(kind)(C), act=ReLU6)``, act left out when
+    timm asks for ``apply_act=False`` (the linear bottlenecks).
+
+    timm's own ``BatchNormAct2d`` is not used: it subclasses BatchNorm2d, so ``nn.SyncBatchNorm.convert_sync_batchnorm``
+    (multi-GPU DDP) would replace it by a SyncBatchNorm that never calls the activation. Keeping the norm a child module
+    makes the conversion swap the norm only. (timm passes plain functions through ``get_norm_act_layer`` unchanged.)
+    """
+    norm = norm_layer(kind)
+
+    def norm_act(num_channels: int, apply_act: bool = True, inplace: bool = True, device=None,
+                 dtype=None) -> nn.Sequential:
+        layers: List[Tuple[str, nn.Module]] = [("norm", norm(num_channels, device=device, dtype=dtype))]
+        if apply_act:
+            layers.append(("act", nn.ReLU6(inplace=inplace)))
+        return nn.Sequential(OrderedDict(layers))
+
+    return norm_act
+
+
+def build_mobilenetv2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
+                      device: Optional[torch.device | str] = None) -> Backbone:
+    """MobileNetV2 with channel multiplier ``cfg.width``; see the module docstring for the stems and the norms."""
+    _refuse_options(cfg, "mobilenetv2", "patch_size")
+    stem = select_stem(cfg, image_size)
+    arch = [list(stage) for stage in MOBILENETV2_ARCH]
+    if stem == "small":
+        arch[1] = [arch[1][0].replace("_s2_", "_s1_")]
+    round_chs = partial(round_channels, multiplier=cfg.width)
+    net = EfficientNet(
+        block_args=decode_arch_def(arch), num_classes=0, num_features=max(1280, round_chs(1280)),
+        in_chans=in_chans, stem_size=32, round_chs_fn=round_chs, act_layer=nn.ReLU6,
+        norm_layer=_mobilenet_norm_act(cfg.norm), drop_path_rate=cfg.drop_path_rate, device=device,
+    )
+    if stem == "small":
+        # the 3x3 stem conv has padding 1 for stride 1 and 2 alike, so only the stride changes (init kept)
+        net.conv_stem.stride = (1, 1)
+    if cfg.norm == "none":
+        for m in net.modules():
+            if isinstance(m, InvertedResidual) and m.has_skip:
+                nn.init.zeros_(m.bn3.norm.weight)  # SkipInit: residual branches start at zero
+    body = nn.Sequential(OrderedDict(conv_stem=net.conv_stem, bn1=net.bn1, blocks=net.blocks, conv_head=net.conv_head,
+                                     bn2=net.bn2))
+    return Backbone(body, name="mobilenetv2", num_features=net.num_features, stem=stem, norm=cfg.norm,
+                    reduction=32 if stem == "imagenet" else 8)
+
+
+register_backbone("mobilenetv2")(build_mobilenetv2)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Vision transformers (timm)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    """A ViT size: patch side, embedding width, number of blocks and attention heads (MLP ratio 4, qkv bias)."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+VIT_SPECS: Dict[str, ViTSpec] = {
+    "vit_tiny_16": ViTSpec(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+    "vit_tiny_32": ViTSpec(patch_size=32, embed_dim=192, depth=12, num_heads=3),
+    "vit_small_16": ViTSpec(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+}
+
+
+class ViTBackbone(Backbone):
+    """A timm ViT without classifier. ``forward`` is the class token after the final LayerNorm (pre-logits), **not** the
+    mean of the feature map; ``forward_features`` is the map of patch tokens ``(B, embed_dim, H/p, W/p)``.
+
+    ``dynamic_img_size`` is on: the learned position embedding (a grid for the ``image_size`` the backbone was built
+    for) is resampled bicubically to the grid of each input, so global and local views of different sizes share one
+    module. Input sides must be multiples of the patch size, else a :class:`~selfsup.errors.ConfigError` names them. We do
+    not use timm's ``dynamic_img_pad``: its partly zero border patches are unlike any patch of the other view sizes, and
+    every size SSLight uses (224, 96, 128 with patches 16 and 32) divides anyway.
+    """
+
+    body: VisionTransformer
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        p = self.reduction
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ConfigError(f"model.backbone={self.name} needs inputs whose sides are multiples of the patch size "
+                              f"{p}, got {x.shape[-2]}x{x.shape[-1]} (change the view sizes or model.patch_size)")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_size(x)
+        tokens = self.body.forward_features(x)[:, self.body.num_prefix_tokens:]
+        h, w = x.shape[-2] // self.reduction, x.shape[-1] // self.reduction
+        return tokens.transpose(1, 2).reshape(x.shape[0], self.num_features, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_size(x)
+        return self.body(x)
+
+
+def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
+              device: Optional[torch.device | str] = None) -> ViTBackbone:
+    """A :data:`VIT_SPECS` ViT whose position embedding has the grid of ``image_size`` (see :class:`ViTBackbone`)."""
+    _refuse_options(cfg, name, "width")
+    spec = VIT_SPECS[name]
+    patch = cfg.patch_size if cfg.patch_size is not None else spec.patch_size
+    if image_size % patch:
+        raise ConfigError(f"image size {image_size} is not a multiple of the patch size {patch} of "
+                          f"model.backbone={name}; set model.patch_size to a divisor of {image_size}")
+    net = VisionTransformer(img_size=image_size, patch_size=patch, in_chans=in_chans, num_classes=0,
+                            global_pool="token", embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads,
+                            dynamic_img_size=True, drop_path_rate=cfg.drop_path_rate, device=device)
+    return ViTBackbone(net, name=name, num_features=spec.embed_dim, stem="patch", norm="layer", reduction=patch)
+
+
+def _register_vit(name: str) -> None:
+    @register_backbone(name)
+    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
+        return build_vit(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
+
+    _build.__name__ = f"build_{name}"
+    _build.__doc__ = f"{name}: timm VisionTransformer, {VIT_SPECS[name]}."
+
+
+for _name in VIT_SPECS:
+    _register_vit(_name)
 
 del _name

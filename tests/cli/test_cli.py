@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -129,3 +128,20 @@ def test_kill_and_resume_loses_nothing(tmp_path):
             return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
     assert losses(out) == losses(ref)
+
+
+def test_positional_recipe_and_views_inspect_on_every_recipe(tmp_path, capsys):
+    from selfsup.config import list_recipes
+
+    assert main(["pretrain", "relicv2_shapes", "--quiet", *TINY, f"out={tmp_path / 'pos'}", "train.steps=1"]) == 0
+    assert "finished step 1/1" in capsys.readouterr().out
+    for name in list_recipes():
+        png = tmp_path / f"{name}.png"
+        assert main(["views", "inspect", name, "--images", "256", "--rows", "2", "--out", str(png)]) == 0, name
+        printed = capsys.readouterr().out
+        assert "crop area" in printed and png.stat().st_size > 1000, name
+        assert ("mean(PS_g / PS_l)" in printed) == ("small      0" not in printed), name
+    assert main(["views", "inspect", "sslight_dino_cnn", "--images", "4000", "--out", str(tmp_path / "s.png")]) == 0
+    ratio = float(capsys.readouterr().out.split("mean(PS_g / PS_l) = ")[1].split()[0])
+    assert 0.85 < ratio < 1.05  # SSLight's matched pixel scales (eq. 1, Fig. 2)
+    assert _cli("pretrain", "relicv2_shapes", "--recipe", "demo").returncode == 2
