@@ -6,6 +6,7 @@ from selfsup.losses.moco import moco_multiview_loss, moco_pair_loss
 from selfsup.losses.pairing import ViewPair, baseline_alpha, combine_pair_losses, multiview_loss, view_pairs
 from selfsup.losses.relic import relic_multiview_loss, relic_pair_loss, sample_candidates
 from selfsup.losses.simclr import nt_xent_loss
+from selfsup.losses.soft_targets import soft_cross_entropy
 from selfsup.losses.swav import sinkhorn, swav_multiview_loss, swav_pair_loss
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "relic_pair_loss",
     "sample_candidates",
     "sinkhorn",
+    "soft_cross_entropy",
     "swav_multiview_loss",
     "swav_pair_loss",
     "update_center",

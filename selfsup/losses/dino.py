@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.losses.pairing import multiview_loss
+from selfsup.losses.soft_targets import soft_cross_entropy
 
 
 def dino_teacher_probs(teacher_logits: Tensor, center: Tensor, *, temperature: float) -> Tensor:
@@ -48,14 +49,7 @@ def dino_pair_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature
         teacher_probs: (B, K) teacher probabilities from :func:`dino_teacher_probs` (treated as constants).
         temperature: the student temperature T_s (0.1 in DINO and SSLight).
     """
-    if student_logits.shape != teacher_probs.shape or student_logits.dim() != 2:
-        raise ValueError(f"student_logits and teacher_probs must be (B, K) of the same shape, got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_probs.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    with torch.autocast(device_type=student_logits.device.type, enabled=False):
-        log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-        return -(teacher_probs.detach().float() * log_q).sum(dim=-1).mean()
+    return soft_cross_entropy(teacher_probs, student_logits, temperature=temperature)
 
 
 def dino_multiview_loss(student_large: Sequence[Tensor], student_small: Sequence[Tensor],

@@ -23,10 +23,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.losses.pairing import multiview_loss
+from selfsup.losses.soft_targets import soft_cross_entropy
 
 
 @torch.no_grad()
@@ -70,14 +70,7 @@ def swav_pair_loss(codes: Tensor, scores: Tensor, *, temperature: float) -> Tens
         scores: (B, K) prototype scores ``z @ C.T`` of the predicting view.
         temperature: T (0.1 in SwAV).
     """
-    if codes.shape != scores.shape or codes.dim() != 2:
-        raise ValueError(f"codes and scores must be (B, K) of the same shape, got {tuple(codes.shape)} "
-                         f"and {tuple(scores.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    with torch.autocast(device_type=scores.device.type, enabled=False):
-        log_p = F.log_softmax(scores.float() / temperature, dim=1)
-        return -(codes.detach().float() * log_p).sum(dim=1).mean()
+    return soft_cross_entropy(codes, scores, temperature=temperature)
 
 
 def _predict_codes(scores: Tensor, codes: Tensor, *, temperature: float) -> Tensor:

@@ -81,6 +81,7 @@ __all__ = [
     "ConvNetSpec",
     "build_resnet",
     "build_convnet",
+    "register_family",
     "NORMS",
     "ChannelAffine",
     "GroupNorm2d",
@@ -241,6 +242,24 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
     return wrap
 
 
+def register_family(names, build: Callable[..., Backbone], describe: Callable[[str], str]) -> None:
+    """Register ``build(name, cfg, *, image_size, in_chans, device)`` under every name of a family (ResNets, ViTs, ...).
+
+    ``describe(name)`` becomes the registered builder's docstring.
+    """
+    for name in names:
+        register_backbone(name)(_named_builder(name, build, describe(name)))
+
+
+def _named_builder(name: str, build: Callable[..., Backbone], doc: str) -> BackboneBuilder:
+    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
+        return build(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
+
+    _build.__name__ = f"build_{name}"
+    _build.__doc__ = doc
+    return _build
+
+
 def list_backbones() -> List[str]:
     """The registered backbone names, sorted."""
     return sorted(_REGISTRY)
@@ -314,17 +333,8 @@ def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int 
                           reduction=32 if stem == "imagenet" else 8)
 
 
-def _register_resnet(name: str) -> None:
-    @register_backbone(name)
-    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
-        return build_resnet(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
-
-    _build.__name__ = f"build_{name}"
-    _build.__doc__ = f"{name} (timm ResNet, {RESNET_SPECS[name][0].__name__}, stages {RESNET_SPECS[name][1]})."
-
-
-for _name in RESNET_SPECS:
-    _register_resnet(_name)
+register_family(RESNET_SPECS, build_resnet,
+                lambda name: f"{name} (timm ResNet, {RESNET_SPECS[name][0].__name__}, stages {RESNET_SPECS[name][1]}).")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -393,17 +403,9 @@ def build_convnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int
     return Backbone(body, name=name, num_features=widths[-1], stem=stem, norm=cfg.norm, reduction=reduction)
 
 
-def _register_convnet(name: str) -> None:
-    @register_backbone(name)
-    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
-        return build_convnet(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
-
-    _build.__name__ = f"build_{name}"
-    _build.__doc__ = f"{name}: conv3x3-norm-ReLU, widths {CONVNET_SPECS[name].widths}, strides {CONVNET_SPECS[name].strides}."
-
-
-for _name in CONVNET_SPECS:
-    _register_convnet(_name)
+register_family(CONVNET_SPECS, build_convnet,
+                lambda name: f"{name}: conv3x3-norm-ReLU, widths {CONVNET_SPECS[name].widths}, "
+                             f"strides {CONVNET_SPECS[name].strides}.")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -540,16 +542,5 @@ def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3
     return ViTBackbone(net, name=name, num_features=spec.embed_dim, stem="patch", norm="layer", reduction=patch)
 
 
-def _register_vit(name: str) -> None:
-    @register_backbone(name)
-    def _build(cfg: ModelConfig, *, image_size: int, in_chans: int = 3, device=None) -> Backbone:
-        return build_vit(name, cfg, image_size=image_size, in_chans=in_chans, device=device)
+register_family(VIT_SPECS, build_vit, lambda name: f"{name}: timm VisionTransformer, {VIT_SPECS[name]}.")
 
-    _build.__name__ = f"build_{name}"
-    _build.__doc__ = f"{name}: timm VisionTransformer, {VIT_SPECS[name]}."
-
-
-for _name in VIT_SPECS:
-    _register_vit(_name)
-
-del _name
