@@ -68,8 +68,9 @@ def main() -> None:
         stats = view_statistics(cfg.views, num_images=4096, source_size=cfg.data.image_size)
         row.update(recipe=recipe, steps=run.step, images_per_s=run.images_per_s, views_per_s=run.images_per_s * views,
                    data_wait=run.data_wait_fraction, final_loss=run.losses[-1], ps_ratio=stats.ps_ratio_mean,
-                   views=f"{cfg.views.large.count}x{cfg.views.large.size}+{cfg.views.small.count}x"
-                         f"{cfg.views.small.size}", alpha=getattr(cfg.method, "alpha", None))
+                   views=f"{cfg.views.large.count}x{cfg.views.large.size}"
+                         + (f"+{cfg.views.small.count}x{cfg.views.small.size}" if cfg.views.small.count else ""),
+                   alpha=getattr(cfg.method, "alpha", None))
         rows[label] = row
         print(f"  linear {row['linear_top1']:.2f}  kNN {row['knn20_top1']:.2f}  {row['images_per_s']:.0f} img/s",
               flush=True)
