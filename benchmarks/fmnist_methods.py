@@ -1,12 +1,14 @@
 """Fashion-MNIST method zoo: every method pretrained for the same wall-clock budget, then linear probe and kNN;
 and DINO with the default multi-crop against DINO with SSLight's view sampling (SSLight Table 2's direction).
 
-    .venv/bin/python benchmarks/fmnist_methods.py --minutes 3 [--only dino,dino_sslight] [key=value overrides]
+    .venv/bin/python benchmarks/fmnist_methods.py --minutes 3 [--only dino_fmnist,dino_fmnist_sslight] [key=value ...]
+    .venv/bin/python benchmarks/fmnist_methods.py --steps 420 --only dino_fmnist,dino_fmnist_sslight   # equal steps
 
 Each method runs its small CPU recipe ``recipes/<method>_fmnist.yaml`` (DINO + SSLight: ``dino_fmnist_sslight``), the
 same backbone (``convnet_tiny``), batch and optimiser family, with the schedule length calibrated so that its cosine
 schedules finish inside the budget (a short timed run first; see ``common.calibrated_steps``). A random-init backbone
-of the same architecture is the baseline of the same run. Results go to ``benchmarks/results/`` as JSON, a bar chart
+of the same architecture is the baseline of the same run. ``--steps N`` trains every method for the same number of
+steps instead (the comparison SSLight makes: equal epochs, not equal time). Results go to ``benchmarks/results/`` as JSON, a bar chart
 as PNG, and the printed Markdown table is what ``benchmarks/RESULTS.md`` records.
 """
 
@@ -47,26 +49,33 @@ RUNS = {  # label -> recipe
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=3.0, help="pretraining budget per method")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train every method for exactly this many steps instead of a wall-clock budget (no time cap)")
     ap.add_argument("--only", default=None, help="comma-separated recipe names to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     budget = 60 * args.minutes
-    out = args.out / f"fmnist_methods_{args.minutes:g}min"
+    tag = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
+    out = args.out / f"fmnist_methods_{tag}"
     out.mkdir(parents=True, exist_ok=True)
     runs = {k: v for k, v in RUNS.items() if args.only is None or v in args.only.split(",")}
     rows, data = {}, None
     for label, recipe in runs.items():
         cfg = load_config(recipe, [f"out={out / recipe}", "train.progress=false", *args.overrides])
-        steps = calibrated_steps(cfg, budget, out)
-        cfg.train.steps, cfg.train.max_time_s = steps, budget
-        print(f"{label}: {recipe}, {steps} steps calibrated for {args.minutes:g} min", flush=True)
+        if args.steps:
+            cfg.train.steps = args.steps
+            print(f"{label}: {recipe}, {args.steps} steps", flush=True)
+        else:
+            steps = calibrated_steps(cfg, budget, out)
+            cfg.train.steps, cfg.train.max_time_s = steps, budget
+            print(f"{label}: {recipe}, {steps} steps calibrated for {args.minutes:g} min", flush=True)
         run = pretrain(cfg)
         data = data or probe_data(cfg)
         row = probes(cfg, load_backbone(cfg, str(run.out_dir / "backbone.safetensors")), data)
         views = cfg.views.large.count + cfg.views.small.count
         stats = view_statistics(cfg.views, num_images=4096, source_size=cfg.data.image_size)
-        row.update(recipe=recipe, steps=run.step, images_per_s=run.images_per_s, views_per_s=run.images_per_s * views,
+        row.update(recipe=recipe, steps=run.step, minutes=run.elapsed_s / 60, images_per_s=run.images_per_s, views_per_s=run.images_per_s * views,
                    data_wait=run.data_wait_fraction, final_loss=run.losses[-1], ps_ratio=stats.ps_ratio_mean,
                    views=f"{cfg.views.large.count}x{cfg.views.large.size}"
                          + (f"+{cfg.views.small.count}x{cfg.views.small.size}" if cfg.views.small.count else ""),
@@ -81,23 +90,24 @@ def main() -> None:
     payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {torch.get_num_threads()} "
                f"threads, {platform.processor() or 'cpu'}", "torch": torch.__version__,
                "command": "python benchmarks/fmnist_methods.py " + " ".join(sys.argv[1:]),
-               "budget_min": args.minutes, "rows": rows}
+               "budget_min": None if args.steps else args.minutes, "steps": args.steps, "rows": rows}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot_bars({k: {"linear top-1": v["linear_top1"], "kNN top-1": v["knn20_top1"]} for k, v in rows.items()},
               ["linear top-1", "kNN top-1"], out / "methods.png",
-              title=f"Fashion-MNIST, convnet_tiny, {args.minutes:g} min pretraining per method")
+              title=f"Fashion-MNIST, convnet_tiny, {tag} pretraining per method")
 
     print(f"\n{payload['command']}   ({payload['date']}, {payload['machine']})\n")
-    print("| method | recipe | views | alpha | mean PS_g/PS_l | steps | images/s | data wait | linear top-1 | "
+    print("| method | recipe | views | alpha | mean PS_g/PS_l | steps | minutes | images/s | data wait | linear top-1 | "
           "linear top-5 | kNN k=20 top-1 |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         if "recipe" not in r:
-            print(f"| {name} | | | | | | | | {r['linear_top1']:.2f} | {r['linear_top5']:.2f} | {r['knn20_top1']:.2f} |")
+            print(f"| {name} | | | | | | | | | {r['linear_top1']:.2f} | {r['linear_top5']:.2f} | {r['knn20_top1']:.2f} |")
             continue
         ps = f"{r['ps_ratio']:.2f}" if r["ps_ratio"] is not None else "-"
         alpha = "mean" if r["alpha"] is None else f"{r['alpha']:g}"
-        print(f"| {name} | {r['recipe']} | {r['views']} | {alpha} | {ps} | {r['steps']} | {r['images_per_s']:.0f} | "
+        print(f"| {name} | {r['recipe']} | {r['views']} | {alpha} | {ps} | {r['steps']} | {r['minutes']:.1f} | "
+              f"{r['images_per_s']:.0f} | "
               f"{100 * r['data_wait']:.1f}% | {r['linear_top1']:.2f} | {r['linear_top5']:.2f} | "
               f"{r['knn20_top1']:.2f} |")
 
