@@ -20,5 +20,21 @@ TINY = [
 
 
 @pytest.fixture
+def one_thread():
+    """Small tensors: one thread avoids OpenMP barrier waits when other test processes share the cores.
+
+    Modules that only use small tensors opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"out={tmp_path / 'run'}"]

@@ -7,12 +7,7 @@ from torch import nn
 from selfsup.eval.features import FeatureCache, default_collate, eval_mode, extract_features
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class IndexedImages(torch.utils.data.Dataset):

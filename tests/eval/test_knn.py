@@ -8,13 +8,7 @@ from selfsup.errors import DataError
 from selfsup.eval.knn import knn_classify, knn_eval, knn_scores
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waiting on a shared, busy CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_knn(train_x, train_y, test_x, test_y, k, temperature, num_classes):

@@ -16,13 +16,7 @@ from selfsup.eval.linear import (cosine_lr, evaluate_linear_head, feature_stats,
 from selfsup.eval.metrics import topk_accuracy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny problems: one thread avoids OpenMP spin-waiting on a shared, busy CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------------------------------

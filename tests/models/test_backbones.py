@@ -15,19 +15,9 @@ from selfsup.models.backbones import (
     list_backbones,
     register_backbone,
 )
+from tests.conftest import n_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier waits when other test processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def has_maxpool(m: nn.Module) -> bool:

@@ -8,13 +8,7 @@ from selfsup.errors import ConfigError
 from selfsup.models.heads import MLP
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP barrier waits when other test processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_byol_structure_and_shape():

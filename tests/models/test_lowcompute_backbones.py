@@ -17,21 +17,12 @@ from selfsup.config import ModelConfig, load_config
 from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.errors import ConfigError
 from selfsup.models.backbones import ChannelAffine, GroupNorm2d, ViTBackbone, create_backbone, list_backbones
-from tests.conftest import TINY
+from tests.conftest import TINY, n_params
 
 NEW = ["mobilenetv2", "vit_tiny_16", "vit_tiny_32", "vit_small_16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_and_unknown_name_list_the_new_backbones():
