@@ -86,6 +86,12 @@ class Method(nn.Module):
         return {}
 
 
+def check_alpha(alpha) -> None:
+    """Config check of SSLight's re-balancing weight ``method.alpha`` (every method has it): in [0, 1] or null."""
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"method.alpha must be in [0, 1] or null, got {alpha}")
+
+
 def drop_gradients(module: nn.Module) -> None:
     """Set every gradient of ``module`` to None, so the optimiser leaves it (and its momentum) untouched this step."""
     for p in module.parameters():

@@ -21,7 +21,7 @@ from torch import nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
-from selfsup.methods.base import EMASpec, Method, forward_by_resolution, frozen_copy
+from selfsup.methods.base import EMASpec, Method, check_alpha, forward_by_resolution, frozen_copy
 from selfsup.methods.distributed import gather_no_grad, gather_with_grad
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
@@ -42,8 +42,7 @@ class BootstrapArgs:
     head_norm: str = "batch"  # batch | none
 
     def validate(self) -> None:
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1] or null, got {self.alpha}")
+        check_alpha(self.alpha)
         if not 0.0 <= self.ema_base <= 1.0:
             raise ConfigError(f"method.ema_base must be in [0, 1], got {self.ema_base}")
         if self.head_norm not in ("batch", "none"):

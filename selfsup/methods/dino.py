@@ -40,8 +40,8 @@ from selfsup.config import Config, register_method_args
 from selfsup.schedules import cosine_schedule
 from selfsup.errors import ConfigError
 from selfsup.losses import dino_multiview_loss, dino_teacher_probs, update_center
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, drop_gradients, forward_by_resolution,
-                                  frozen_copy, register_method)
+from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, drop_gradients,
+                                  forward_by_resolution, frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import DINOHead
@@ -112,8 +112,7 @@ class DINOArgs:
             raise ConfigError(f"method.ema_base must be in [0, 1], got {self.ema_base}")
         if self.freeze_last_layer_epochs < 0:
             raise ConfigError(f"method.freeze_last_layer_epochs must be >= 0, got {self.freeze_last_layer_epochs}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1] or null, got {self.alpha}")
+        check_alpha(self.alpha)
 
 
 @register_method("dino")

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import moco_multiview_loss
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, forward_by_resolution, frozen_copy,
-                                  register_method)
+from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, forward_by_resolution,
+                                  frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP, MLP_NORMS
@@ -77,8 +77,7 @@ class MoCoV2Args:
         for key in ("projector_hidden", "projector_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"method.{key} must be >= 1, got {getattr(self, key)}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1] or null, got {self.alpha}")
+        check_alpha(self.alpha)
 
 
 @register_method("mocov2")

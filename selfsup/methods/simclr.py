@@ -23,7 +23,7 @@ import torch
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import nt_xent_loss
-from selfsup.methods.base import Method, StepContext, StepOutput, forward_by_resolution, register_method
+from selfsup.methods.base import Method, StepContext, StepOutput, check_alpha, forward_by_resolution, register_method
 from selfsup.methods.distributed import gather_with_grad
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
@@ -44,8 +44,7 @@ class SimCLRArgs:
     def validate(self) -> None:
         if self.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1] or null, got {self.alpha}")
+        check_alpha(self.alpha)
         if self.head_norm not in ("batch", "none"):
             raise ConfigError(f"method.head_norm must be batch or none, got '{self.head_norm}'")
         for key in ("projector_hidden", "projector_dim"):

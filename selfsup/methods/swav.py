@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import sinkhorn, swav_multiview_loss
-from selfsup.methods.base import (Method, StepContext, StepOutput, drop_gradients, forward_by_resolution,
+from selfsup.methods.base import (Method, StepContext, StepOutput, check_alpha, drop_gradients, forward_by_resolution,
                                   register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad, rank
 from selfsup.models.backbones import create_backbone
@@ -89,8 +89,7 @@ class SwAVArgs:
                 raise ConfigError(f"method.{key} must be >= 0, got {getattr(self, key)}")
         if self.head_norm not in MLP_NORMS:
             raise ConfigError(f"method.head_norm must be one of {', '.join(MLP_NORMS)}, got '{self.head_norm}'")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1] or null, got {self.alpha}")
+        check_alpha(self.alpha)
 
 
 @register_method("swav")
