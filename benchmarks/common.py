@@ -24,8 +24,9 @@ def calibrated_steps(cfg, budget_s: float, out: Path) -> int:
 
 def probes(cfg, backbone, data):
     xtr, ytr, xte, yte = features(cfg, backbone, data, progress=False)
-    lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=10, l2_grid=cfg.eval.linear.l2_grid,
+    k = data.train.num_classes
+    lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=k, l2_grid=cfg.eval.linear.l2_grid,
                              val_fraction=cfg.eval.linear.val_fraction, max_iter=cfg.eval.linear.max_iter,
                              seed=cfg.seed)
-    knn = knn_classify(xtr, ytr, xte, yte, k=20, temperature=cfg.eval.knn.temperature, num_classes=10)
+    knn = knn_classify(xtr, ytr, xte, yte, k=20, temperature=cfg.eval.knn.temperature, num_classes=k)
     return {"linear_top1": lin["top1"], "linear_top5": lin["top5"], "l2": lin["l2"], "knn20_top1": knn["top1"]}

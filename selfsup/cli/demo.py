@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from selfsup.config import load_config
+from selfsup.errors import ConfigError
 from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.trainer import pretrain
@@ -29,11 +30,11 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     extra = [f"out={out / 'run'}"]
-    if minutes is not None:
-        extra.append(f"train.max_time_s={60 * minutes}")
     if not progress:
         extra.append("train.progress=false")
     cfg = load_config(recipe, [*extra, *overrides])
+    if minutes is not None:  # a longer (shorter) budget stretches (shrinks) the schedule with it
+        cfg = load_config(recipe, [*extra, *budget_overrides(cfg, minutes), *overrides])
     v = cfg.views
     print(f"selfsup demo: RELICv2 on the built-in '{cfg.data.dataset}' data ({cfg.data.num_classes} classes, "
           f"{cfg.data.train_size} train / {cfg.data.test_size} test images at {cfg.data.image_size} px), "
@@ -67,7 +68,8 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
               title=f"frozen {cfg.model.backbone} on {cfg.data.dataset} (test set)")
 
     elapsed = time.perf_counter() - t_start
-    keys = ["linear top-1", "linear top-5", *[f"kNN k={k} top-1" for k in cfg.eval.knn.k]]
+    top5 = ["linear top-5"] if data.train.num_classes > 5 else []  # with 5 classes or fewer top-5 is always 100 %
+    keys = ["linear top-1", *top5, *[f"kNN k={k} top-1" for k in cfg.eval.knn.k]]
     table = _table(rows, keys)
     ssl, rnd = rows["RELICv2 pretrained"]["linear top-1"], rows["random init"]["linear top-1"]
     verdict = (f"RELICv2 beats random init by {ssl - rnd:+.2f} points of linear top-1" if ssl > rnd
@@ -89,6 +91,19 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
         f"data wait {100 * result.data_wait_fraction:.1f}%, total {elapsed / 60:.1f} min.\n\n"
         f"{table}\n\n{verdict}.\n\n![views](views.png)\n\n![loss](loss_curve.png)\n\n![probes](probes.png)\n")
     return payload
+
+
+def budget_overrides(cfg, minutes: float) -> list:
+    """``--minutes M``: the time cap becomes M minutes and the step count (hence the warm-up + cosine schedule) scales
+    with it, ``steps x 60 M / max_time_s``, so that the schedule still ends near the cap on the machine the recipe was
+    sized for (a faster machine finishes early; a slower one stops at the cap). Without a cap in the recipe only the
+    cap is set. Explicit ``train.steps=``/``train.max_time_s=`` overrides still win."""
+    if minutes <= 0:
+        raise ConfigError(f"--minutes must be > 0, got {minutes}")
+    out = [f"train.max_time_s={60 * minutes}"]
+    if cfg.train.max_time_s and cfg.train.steps:
+        out.append(f"train.steps={max(1, round(cfg.train.steps * 60 * minutes / cfg.train.max_time_s))}")
+    return out
 
 
 def _table(rows: dict, keys: Sequence[str]) -> str:

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(d, "demo")
     d.add_argument("--out", default="demo-report", help="report folder (default: demo-report)")
-    d.add_argument("--minutes", type=float, default=None, help="pretraining budget in minutes (default: the recipe's)")
+    d.add_argument("--minutes", type=float, default=None,
+                   help="pretraining budget in minutes; the step schedule scales with it "
+                        "(default: the recipe's, 300 steps capped at 7 minutes)")
 
     vw = sub.add_parser("views", help="inspect the views a recipe samples (crop and pixel scales, a picture)")
     vsub = vw.add_subparsers(dest="views_command", parser_class=_Parser, metavar="ACTION")

@@ -19,10 +19,11 @@ object's outline:
   scikit-image (:data:`PHOTO_NAMES`; loaded from the package, never downloaded).
 
 **Difficulty.** The contrast constants below (background patterns, photos, object textures) were set so that the task
-is neither trivial nor hopeless for the demo's ``convnet_tiny`` at 32 px (4000 train / 1000 test images, 10 classes):
-a linear probe on raw pixels or on a random-init network is near chance (10-16 %), a supervised network climbs
-slowly (27 % after 5 epochs; 53 % on plain gray backgrounds), so representations have to learn shape. At full
-pattern contrast the same supervised network stayed at 13 %.
+needs shape, not colour or background: a linear probe on raw pixels or on a random-init network stays within a few
+points of chance. The ten classes are hard for a 4-layer network (several are round: circle, ring, hexagon, pentagon,
+ellipse, crescent); the first five (circle, square, triangle, star, plus) are distinct enough for the demo's
+``convnet_tiny`` at 32 px to learn in a few CPU minutes. ``benchmarks/shapes_difficulty.py`` measures both (raw pixels,
+random init, and supervised training of the same network; numbers in ``benchmarks/RESULTS.md``).
 
 **Spurious backgrounds.** With probability ``spurious`` an image's background family is tied to its class (class ``k``
 -> family ``k mod 5`` and, for photos, photo ``k mod 11``); otherwise family and photo are uniform. The per-image

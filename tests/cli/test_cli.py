@@ -50,6 +50,7 @@ def test_demo_writes_report(tmp_path, capsys):
     assert main(["demo", "--quiet", "--out", str(out), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "RELICv2 pretrained" in printed and "random init" in printed
+    assert "linear top-5" not in printed  # 4 classes: top-5 would always be 100 %
     for name in ("report.md", "loss_curve.png", "views.png", "probes.png", "results.json"):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())["results"]
@@ -145,3 +146,16 @@ def test_positional_recipe_and_views_inspect_on_every_recipe(tmp_path, capsys):
     ratio = float(capsys.readouterr().out.split("mean(PS_g / PS_l) = ")[1].split()[0])
     assert 0.85 < ratio < 1.05  # SSLight's matched pixel scales (eq. 1, Fig. 2)
     assert _cli("pretrain", "relicv2_shapes", "--recipe", "demo").returncode == 2
+
+
+def test_demo_minutes_scale_the_schedule():
+    from selfsup.cli.demo import budget_overrides
+    from selfsup.config import load_config
+    from selfsup.errors import ConfigError
+
+    cfg = load_config("demo", [])
+    assert budget_overrides(cfg, 14) == [f"train.max_time_s={60 * 14}",
+                                         f"train.steps={round(cfg.train.steps * 840 / cfg.train.max_time_s)}"]
+    assert budget_overrides(load_config("demo", ["train.max_time_s=null"]), 2) == ["train.max_time_s=120"]
+    with pytest.raises(ConfigError, match="--minutes"):
+        budget_overrides(cfg, 0)
