@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from selfsup.config import load_config  # noqa: E402
-from selfsup.data.datasets import collate  # noqa: E402
 from selfsup.data.views import train_crop_flip_sampler  # noqa: E402
 from selfsup.engine.schedules import warmup_cosine  # noqa: E402
 from selfsup.engine.trainer import generator_for, pretrain  # noqa: E402
@@ -47,8 +46,7 @@ def supervised(cfg, data, budget_s: float) -> dict:
     params = [p for p in model.parameters()]
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     aug = train_crop_flip_sampler(data.size, (0.25, 1.0), data.train.mean, data.train.std)
-    images = torch.stack([data.train[i]["image"] for i in range(len(data.train))])
-    labels = torch.tensor([data.train[i]["label"] for i in range(len(data.train))])
+    images, labels = data.train.images, data.train.labels
     bs = cfg.train.batch_size
 
     def step(k, total):
@@ -83,11 +81,9 @@ def supervised(cfg, data, budget_s: float) -> dict:
     model.eval()
     pre = data.preprocess(cfg)
     with torch.no_grad():
-        logits = torch.cat([model(pre(collate([data.test[j] for j in range(i, min(i + 1000, len(data.test)))])
-                                      ["image"]).contiguous(memory_format=torch.channels_last))
+        logits = torch.cat([model(pre(data.test.images[i:i + 1000]).contiguous(memory_format=torch.channels_last))
                             for i in range(0, len(data.test), 1000)])
-    ytest = torch.tensor([data.test[i]["label"] for i in range(len(data.test))])
-    acc = topk_accuracy(logits, ytest, ks=(1, 5))
+    acc = topk_accuracy(logits, data.test.labels, ks=(1, 5))
     return {"classifier_top1": acc["top1"], "classifier_top5": acc["top5"], "steps": k + 1,
             "elapsed_s": elapsed, "last_loss": last, "backbone": backbone}
 
@@ -113,10 +109,8 @@ def main() -> None:
     rows = {"RELICv2 (pretrained)": probes(cfg, load_backbone(cfg, str(out / "run" / "backbone.safetensors")), data),
             "random init": probes(cfg, load_backbone(cfg, None), data)}
 
-    xtr = torch.stack([data.train[i]["image"] for i in range(len(data.train))]).float().flatten(1) / 255
-    xte = torch.stack([data.test[i]["image"] for i in range(len(data.test))]).float().flatten(1) / 255
-    ytr = torch.tensor([data.train[i]["label"] for i in range(len(data.train))])
-    yte = torch.tensor([data.test[i]["label"] for i in range(len(data.test))])
+    xtr, xte = data.train.images.float().flatten(1) / 255, data.test.images.float().flatten(1) / 255
+    ytr, yte = data.train.labels, data.test.labels
     xtr, xte = xtr[:, ::3], xte[:, ::3]  # the 3 channels are copies of the gray image: 784 pixel features
     lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=10, l2_grid=cfg.eval.linear.l2_grid,
                              val_fraction=cfg.eval.linear.val_fraction, max_iter=cfg.eval.linear.max_iter, seed=0)

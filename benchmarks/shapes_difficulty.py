@@ -34,20 +34,14 @@ from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 from common import probes  # noqa: E402
 
 
-def tensors(ds, pre=None):
-    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
-    y = torch.tensor([ds[i]["label"] for i in range(len(ds))])
-    return (pre(x) if pre else x), y
-
-
 def supervised_curve(cfg, data, steps: int, batch: int = 128, every: int = 100) -> list:
     torch.manual_seed(cfg.seed)
     backbone = load_backbone(cfg, None)
     model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, data.train.num_classes))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     pre = data.preprocess(cfg)
-    xtr, ytr = tensors(data.train, pre)
-    xte, yte = tensors(data.test, pre)
+    xtr, ytr = pre(data.train.images), data.train.labels
+    xte, yte = pre(data.test.images), data.test.labels
     curve = []
     model.train()
     for k in range(steps):
@@ -83,9 +77,9 @@ def main() -> None:
         cfg = load_config("demo", [*args.overrides, f"data.num_classes={k}"])
         data = probe_data(cfg)
         rnd = probes(cfg, load_backbone(cfg, None), data)
-        xtr, ytr = tensors(data.train)
-        xte, yte = tensors(data.test)
-        pix = fit_logistic_lbfgs(xtr.float().flatten(1) / 255, ytr, xte.float().flatten(1) / 255, yte, num_classes=k,
+        tr, te = data.train, data.test
+        pix = fit_logistic_lbfgs(tr.images.float().flatten(1) / 255, tr.labels, te.images.float().flatten(1) / 255,
+                                 te.labels, num_classes=k,
                                  l2_grid=cfg.eval.linear.l2_grid, val_fraction=cfg.eval.linear.val_fraction,
                                  max_iter=cfg.eval.linear.max_iter, seed=cfg.seed)
         curve = supervised_curve(cfg, data, args.steps)
