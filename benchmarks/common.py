@@ -1,32 +1,123 @@
-"""Shared by the benchmark scripts: schedule calibration for a wall-clock budget, and the frozen-feature probes."""
+"""Shared by the benchmark scripts: schedule calibration for a wall-clock budget, the frozen-feature probes, the
+raw-pixel baseline and the supervised baseline."""
 
 from __future__ import annotations
 
+import copy
 import shutil
+import time
 from pathlib import Path
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
 
 from selfsup.config import load_config, to_dict
-from selfsup.engine.trainer import pretrain
-from selfsup.eval.knn import knn_classify
+from selfsup.data.views import train_crop_flip_sampler
+from selfsup.engine.schedules import warmup_cosine
+from selfsup.engine.trainer import generator_for, pretrain
 from selfsup.eval.linear import fit_logistic_lbfgs
-from selfsup.eval.run import features
+from selfsup.eval.run import features, load_backbone
+from selfsup.metrics import knn_classify, topk_accuracy
+
+CALIBRATION_STEPS = 12
 
 
 def calibrated_steps(cfg, budget_s: float, out: Path) -> int:
-    """Steps that fit the budget: time a short run (its first step excluded) and scale, keeping 5% headroom."""
+    """Steps that fit the budget, keeping 5% headroom: time a short run (its first step excluded) and scale.
+
+    With the kNN monitor on (``monitor.knn_every_steps``), the calibration run ends with one kNN evaluation, and its
+    cost is spread over the steps (one evaluation every ``knn_every_steps``), so that the cosine schedule still ends
+    inside the budget.
+    """
     probe = load_config(None, [], base=to_dict(cfg))
-    probe.train.steps, probe.out, probe.train.progress = 12, str(out / "calibrate"), False
+    probe.train.steps, probe.out, probe.train.progress = CALIBRATION_STEPS, str(out / "calibrate"), False
+    probe.train.snapshot_minutes = []
     res = pretrain(probe)
     shutil.rmtree(out / "calibrate", ignore_errors=True)
-    steps_per_s = res.images_per_s / cfg.train.batch_size
-    return max(10, int(0.95 * budget_s * steps_per_s))
+    step_s = cfg.train.batch_size / res.images_per_s
+    every = cfg.monitor.knn_every_steps
+    if every:  # the run's monitor time: CALIBRATION_STEPS online-classifier steps and one kNN evaluation
+        step_s += res.monitor_fraction * res.elapsed_s / every
+    return max(10, int(0.95 * budget_s / step_s))
 
 
 def probes(cfg, backbone, data):
+    """L-BFGS linear probe on all training images and kNN (k = 20), on frozen centre-crop features."""
     xtr, ytr, xte, yte = features(cfg, backbone, data, progress=False)
-    k = data.train.num_classes
-    lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=k, l2_grid=cfg.eval.linear.l2_grid,
+    return _probe_features(cfg, xtr, ytr, xte, yte, data.train.num_classes)
+
+
+def raw_pixel_probes(cfg, data):
+    """The same probes on raw pixels in [0, 1] (one channel when the three are copies of a gray image)."""
+    xtr, xte = data.train.images.float().flatten(1) / 255, data.test.images.float().flatten(1) / 255
+    if torch.equal(data.train.images[:64, 0], data.train.images[:64, 1]):  # gray replicated to RGB
+        xtr, xte = data.train.images[:, 0].float().flatten(1) / 255, data.test.images[:, 0].float().flatten(1) / 255
+    return _probe_features(cfg, xtr, data.train.labels, xte, data.test.labels, data.train.num_classes)
+
+
+def _probe_features(cfg, xtr, ytr, xte, yte, num_classes):
+    lin = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=num_classes, l2_grid=cfg.eval.linear.l2_grid,
                              val_fraction=cfg.eval.linear.val_fraction, max_iter=cfg.eval.linear.max_iter,
                              seed=cfg.seed)
-    knn = knn_classify(xtr, ytr, xte, yte, k=20, temperature=cfg.eval.knn.temperature, num_classes=k)
+    knn = knn_classify(xtr, ytr, xte, yte, k=20, temperature=cfg.eval.knn.temperature, num_classes=num_classes)
     return {"linear_top1": lin["top1"], "linear_top5": lin["top5"], "l2": lin["l2"], "knn20_top1": knn["top1"]}
+
+
+def supervised(cfg, data, budget_s: float, snapshot_minutes: Sequence[float] = ()) -> dict:
+    """The same backbone + a linear classifier trained with labels (cross-entropy, random-resized-crop + flip, SGD
+    Nesterov momentum 0.9, lr 0.1 x B/256 with warm-up and cosine, weight decay 5e-4) for the same wall-clock budget,
+    calibrated like the pretraining. ``snapshot_minutes``: copies of the backbone after that many minutes (returned in
+    ``snapshots``, for learning curves); ``backbone`` is the final one."""
+    torch.manual_seed(cfg.seed)
+    backbone = load_backbone(cfg, None).to(memory_format=torch.channels_last)
+    head = torch.nn.Linear(backbone.num_features, data.train.num_classes)
+    model = torch.nn.Sequential(backbone, head)
+    params = [p for p in model.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    aug = train_crop_flip_sampler(data.size, (0.25, 1.0), data.train.mean, data.train.std)
+    images, labels = data.train.images, data.train.labels
+    bs = cfg.train.batch_size
+
+    def step(k, total):
+        idx = torch.randint(0, len(images), (bs,), generator=generator_for(cfg.seed, "sup", k))
+        x = aug.sample(images[idx], None, generator_for(cfg.seed, "supaug", k)).large[0]
+        x = x.contiguous(memory_format=torch.channels_last)
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine(k, total, max(1, total // 20), 0.1 * bs / 256)
+        loss = F.cross_entropy(model(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    model.train()
+    step(0, 1000)  # warm-up step, not timed (allocations, first-call overheads)
+    t0 = time.perf_counter()
+    for k in range(1, 9):
+        step(k, 1000)
+    rate = 8 / (time.perf_counter() - t0)
+    total = max(10, int(0.95 * budget_s * rate))
+    torch.manual_seed(cfg.seed)  # restart cleanly after calibration
+    backbone.load_state_dict(load_backbone(cfg, None).state_dict())
+    head.reset_parameters()
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    pending = sorted(snapshot_minutes)
+    snapshots: Dict[float, torch.nn.Module] = {}
+    t0 = time.perf_counter()
+    for k in range(total):
+        last = step(k, total)
+        elapsed = time.perf_counter() - t0
+        while pending and elapsed >= 60 * pending[0]:
+            snapshots[pending.pop(0)] = copy.deepcopy(backbone)
+        if elapsed > budget_s:
+            break
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    pre = data.preprocess(cfg)
+    with torch.no_grad():
+        logits = torch.cat([model(pre(data.test.images[i:i + 1000]).contiguous(memory_format=torch.channels_last))
+                            for i in range(0, len(data.test), 1000)])
+    acc = topk_accuracy(logits, data.test.labels, ks=(1, 5))
+    return {"classifier_top1": acc["top1"], "classifier_top5": acc["top5"], "steps": k + 1,
+            "elapsed_s": elapsed, "last_loss": last, "backbone": backbone, "snapshots": snapshots}

@@ -218,6 +218,8 @@ class TrainConfig:
     epochs: float = 100.0
     steps: Optional[int] = None  # overrides epochs: the schedule length in optimiser steps
     max_time_s: Optional[float] = None  # wall-clock budget: stop early (with a checkpoint) when exceeded
+    # backbone snapshots <out>/snapshots/backbone_<M>min.safetensors after M minutes of training (learning curves)
+    snapshot_minutes: List[float] = field(default_factory=list)
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
     num_nodes: int = 1
@@ -242,6 +244,8 @@ class TrainConfig:
         _positive("train.num_nodes", self.num_nodes)
         _positive("train.ckpt_every_steps", self.ckpt_every_steps)
         _positive("train.log_every_steps", self.log_every_steps)
+        for m in self.snapshot_minutes:
+            _positive("train.snapshot_minutes", m)
         _choice("train.accelerator", self.accelerator, ("auto", "cpu", "cuda", "gpu", "mps"))
         _choice("train.strategy", self.strategy, ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"))
         _choice("train.precision", self.precision, ("auto", "32-true", "32", "bf16-mixed", "16-mixed"))
@@ -312,6 +316,31 @@ class EvalConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Quality monitored during pretraining (:mod:`selfsup.engine.monitor`); needs labels, off on unlabelled data.
+
+    ``online_linear`` trains a linear classifier on the detached backbone features of every step's large views (never a
+    gradient into the backbone); ``knn_every_steps`` > 0 runs a kNN probe of the backbone on a fixed labelled subset
+    every that many steps and at the end (0 = off).
+    """
+
+    online_linear: bool = True
+    online_lr: float = 1e-3  # Adam, constant; the classifier standardises its input (non-affine BatchNorm)
+    knn_every_steps: int = 0
+    knn_k: int = 20
+    knn_train_size: int = 10000  # memory bank: seeded subset of the labelled training images
+    knn_test_size: int = 2000  # queries: seeded subset of the test split (else held-out training images)
+
+    def validate(self) -> None:
+        _positive("monitor.online_lr", self.online_lr)
+        if self.knn_every_steps < 0:
+            raise ConfigError(f"monitor.knn_every_steps must be >= 0 (0 = off), got {self.knn_every_steps}")
+        _positive("monitor.knn_k", self.knn_k)
+        _positive("monitor.knn_train_size", self.knn_train_size)
+        _positive("monitor.knn_test_size", self.knn_test_size)
+
+
+@dataclass
 class Config:
     """A whole run. ``method`` holds the method's own dataclass (see :data:`METHOD_ARGS`)."""
 
@@ -325,9 +354,10 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> "Config":
-        for part in (self.data, self.views, self.model, self.optim, self.train, self.eval):
+        for part in (self.data, self.views, self.model, self.optim, self.train, self.eval, self.monitor):
             part.validate()
         if hasattr(self.method, "validate"):
             self.method.validate()

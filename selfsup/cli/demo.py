@@ -1,9 +1,11 @@
 """``selfsup demo``: RELICv2 on the built-in procedural data, end to end in a few CPU minutes.
 
-1. pretrain RELICv2 (``recipes/demo.yaml``) on the built-in shapes dataset;
+1. pretrain RELICv2 (``recipes/demo.yaml``) on the built-in shapes dataset, with the quality monitor on (online linear
+   classifier and periodic kNN, in the progress bar and ``curves.png``);
 2. linear-probe (L-BFGS, A6) and kNN-probe the pretrained backbone next to a random-init backbone of the same
-   architecture, on the same features pipeline;
-3. print both and write ``<out>/report.md`` with ``loss_curve.png``, ``views.png``, ``probes.png`` and ``results.json``.
+   architecture, on the same features pipeline, and find each one's nearest training images of a few test images;
+3. print both and write ``<out>/report.md`` with ``probes.png``, ``neighbours.png``, ``curves.png``, ``views.png`` and
+   ``results.json``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from selfsup.errors import ConfigError
 from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.trainer import pretrain
-from selfsup.eval.plots import plot_bars, plot_loss_curve, plot_view_grid
+from selfsup.eval.plots import plot_bars, plot_curves, plot_neighbours, plot_view_grid
 from selfsup.eval.run import features, load_backbone, probe_data, run_knn, run_linear, write_json
+from selfsup.metrics import nearest_neighbours
+
+NEIGHBOUR_QUERIES = 8  # test images shown with their nearest training images
 
 
 def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), minutes: Optional[float] = None,
@@ -52,11 +57,12 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
 
     # 2. pretrain
     result = pretrain(cfg)
-    plot_loss_curve(result.out_dir / "train_log.csv", out / "loss_curve.png", title="RELICv2 pretraining loss")
+    plot_curves(result.out_dir / "train_log.csv", out / "curves.png", title="RELICv2 pretraining loss")
 
-    # 3. probe the pretrained and a random-init backbone on the same data
+    # 3. probe the pretrained and a random-init backbone on the same data; their nearest neighbours
     data = probe_data(cfg)
-    rows = {}
+    rows, neighbours = {}, {}
+    queries = torch.arange(NEIGHBOUR_QUERIES) * (len(data.test) // NEIGHBOUR_QUERIES)  # spread over the test set
     for name, ckpt in (("RELICv2 pretrained", result.out_dir / "backbone.safetensors"), ("random init", None)):
         backbone = load_backbone(cfg, str(ckpt) if ckpt else None)
         feats = features(cfg, backbone, data, progress=progress)
@@ -64,8 +70,17 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
         knn = run_knn(cfg, backbone, data, feats=feats)
         rows[name] = {"linear top-1": lin["top1"], "linear top-5": lin["top5"], "l2": lin["l2"],
                       **{f"kNN k={k} top-1": knn[f"k{k}_top1"] for k in cfg.eval.knn.k}}
+        neighbours[name] = nearest_neighbours(feats[0], feats[2][queries], k=5)
     plot_bars(rows, ["linear top-1", *[f"kNN k={k} top-1" for k in cfg.eval.knn.k]], out / "probes.png",
               title=f"frozen {cfg.model.backbone} on {cfg.data.dataset} (test set)")
+    test_items = [data.test[int(i)] for i in queries]
+    shown = sorted({int(i) for idx in neighbours.values() for i in idx.flatten()})
+    plot_neighbours(torch.stack([it["image"] for it in test_items]), {i: data.train[i]["image"] for i in shown},
+                    neighbours,
+                    out / "neighbours.png", query_labels=[it["label"] for it in test_items],
+                    bank_labels=data.train.labels.tolist(), class_names=data.train.class_names,
+                    title="test images (left) and their 5 nearest training images (cosine on frozen features); "
+                          "green: same class")
 
     elapsed = time.perf_counter() - t_start
     top5 = ["linear top-5"] if data.train.num_classes > 5 else []  # with 5 classes or fewer top-5 is always 100 %
@@ -89,7 +104,8 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
         f"# selfsup demo\n\nCommand: `{command}`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}  \n"
         f"Pretraining: {result.step} steps of RELICv2, {result.images_per_s:.0f} source images/s, "
         f"data wait {100 * result.data_wait_fraction:.1f}%, total {elapsed / 60:.1f} min.\n\n"
-        f"{table}\n\n{verdict}.\n\n![views](views.png)\n\n![loss](loss_curve.png)\n\n![probes](probes.png)\n")
+        f"{table}\n\n{verdict}.\n\n![probes](probes.png)\n\n![neighbours](neighbours.png)\n\n"
+        f"![curves](curves.png)\n\n![views](views.png)\n")
     return payload
 
 

@@ -172,13 +172,37 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides.append("train.progress=false")
     cfg = load_config(args.recipe, overrides)
-    result = pretrain(cfg, resume=args.resume)
+    try:
+        result = pretrain(cfg, resume=args.resume)
+    finally:  # also for a killed or diverged run: the curves up to its last step
+        curves = _draw_curves(Path(cfg.out), cfg.name)
     state = "stopped early (time budget) at" if result.stopped_early else "finished"
     print(f"pretrain {state} step {result.step}/{result.total_steps}: last loss {result.losses[-1]:.4f}, "
           f"{result.images_per_s:.0f} images/s, data wait {100 * result.data_wait_fraction:.1f}%"
           if result.losses else f"nothing to do: already at step {result.step}/{result.total_steps}")
-    print(f"checkpoint: {result.out_dir / 'last.ckpt'}   backbone: {result.out_dir / 'backbone.safetensors'}")
+    if result.monitor:
+        print("monitor: " + ", ".join(f"{MONITOR_NAMES.get(k, k)} {v:.2f}%" for k, v in result.monitor.items())
+              + f" (test subset; {100 * result.monitor_fraction:.1f}% of the run's time)")
+    print(f"checkpoint: {result.out_dir / 'last.ckpt'}   backbone: {result.out_dir / 'backbone.safetensors'}"
+          + (f"   curves: {curves}" if curves else ""))
     return 0
+
+
+MONITOR_NAMES = {"knn_top1": "kNN top-1", "online_test_top1": "online linear top-1"}
+
+
+def _draw_curves(out: Path, name: str) -> Optional[Path]:
+    """``<out>/curves.png`` from ``<out>/train_log.csv`` (loss, lr, monitored accuracies), if the run logged a step."""
+    from selfsup.eval.plots import plot_curves
+
+    log_csv = out / "train_log.csv"
+    if not log_csv.is_file() or log_csv.stat().st_size == 0:
+        return None
+    try:
+        return plot_curves(log_csv, out / "curves.png", title=f"{name}: pretraining loss")
+    except (ValueError, OSError) as exc:  # an empty or foreign log: the run's own outcome matters more
+        logging.getLogger("selfsup").warning("could not draw %s: %s", out / "curves.png", exc)
+        return None
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -65,14 +65,15 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return state
 
 
-def save_backbone(path: Path, backbone: nn.Module, config_yaml: str) -> None:
-    """The online encoder as safetensors, with the run's config in the metadata (written atomically)."""
+def save_backbone(path: Path, backbone: nn.Module, config_yaml: str, extra: Optional[Dict[str, str]] = None) -> None:
+    """The online encoder as safetensors, with the run's config (and any ``extra`` strings) in the metadata, written
+    atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "config": config_yaml})
+        save_file(tensors, tmp, metadata={**(extra or {}), "format": FORMAT, "config": config_yaml})
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -36,6 +36,7 @@ from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import load_checkpoint, save_backbone, save_checkpoint
 from selfsup.engine.ema import ema_update
+from selfsup.engine.monitor import build_monitor
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine)
@@ -43,6 +44,8 @@ from selfsup.errors import CheckpointError, ConfigError, NonFiniteLossError
 from selfsup.methods import Method, StepContext, build_method
 
 log = logging.getLogger("selfsup.engine")
+
+MONITOR_EVAL_KEYS = ("knn_top1", "online_test_top1")  # written to TensorBoard as monitor/* whenever measured
 
 
 def derive_seed(*parts) -> int:
@@ -96,12 +99,15 @@ class RunResult:
     images_per_s: float = 0.0  # source images per second (global), excluding the first step
     data_wait_fraction: float = 0.0
     elapsed_s: float = 0.0
+    monitor: Dict[str, float] = field(default_factory=dict)  # the last kNN / online-classifier test values
+    monitor_fraction: float = 0.0  # share of this invocation's wall-clock time spent in the quality monitor
 
 
 class _StepLog:
     """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
 
-    FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s"]
+    FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
+              "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction"]
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
@@ -183,8 +189,10 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     if t.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, o, lr=peak_lr, depthwise_no_decay=o.depthwise_no_decay)
+    monitor = build_monitor(cfg, dataset, method.backbone.num_features, fabric.device, fabric.is_global_zero)
 
     start_step = 0
+    trained_s = 0.0  # wall-clock seconds of training before this invocation (resumed runs), for the snapshots
     ckpt_path = out_dir / "last.ckpt"
     if resume:
         path = ckpt_path if resume == "auto" else Path(resume)
@@ -193,7 +201,10 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             _check_compatible(state, cfg, path)
             method.load_state_dict(state["method"])
             optimizer.load_state_dict(state["optimizer"])
+            if monitor is not None and "monitor" in state:
+                monitor.load_state_dict(state["monitor"])
             start_step = int(state["step"])
+            trained_s = float(state.get("trained_s", 0.0))
             if fabric.is_global_zero:
                 log.info("resumed from %s at step %d", path, start_step)
     if t.compile:
@@ -212,8 +223,12 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
 
     def checkpoint(step: int) -> None:
         if fabric.is_global_zero:
-            save_checkpoint(ckpt_path, {"step": step, "total_steps": total_steps, "method": inner.state_dict(),
-                                        "optimizer": optimizer.state_dict(), "config": config_dict})
+            state = {"step": step, "total_steps": total_steps, "method": inner.state_dict(),
+                     "optimizer": optimizer.state_dict(), "config": config_dict,
+                     "trained_s": trained_s + time.perf_counter() - t_start}
+            if monitor is not None:
+                state["monitor"] = monitor.state_dict()
+            save_checkpoint(ckpt_path, state)
         fabric.barrier()
 
     step_log = _StepLog(out_dir / "train_log.csv", start_step) if fabric.is_global_zero else None
@@ -225,6 +240,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     model.train()
     step = start_step
     t_start = last_ckpt_time = time.perf_counter()
+    snapshots = sorted(m for m in t.snapshot_minutes if 60 * m > trained_s)  # those still ahead
+    monitor_start = monitor.seconds if monitor is not None else 0.0
     wait_total = busy_total = 0.0
     timed_images, timed_time = 0, 0.0
     try:
@@ -280,6 +297,12 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             result.losses.append(logs["loss"])
 
             t2 = time.perf_counter()
+            if monitor is not None:  # after t2: the monitor's time is not the method's throughput
+                logs.update(monitor.train_step(out.features, batch["label"]))
+                if monitor.due(step, total_steps):
+                    logs.update(monitor.evaluate(inner.backbone))
+                logs["monitor_fraction"] = (monitor.seconds - monitor_start) / max(time.perf_counter() - t_start,
+                                                                                   1e-9)
             wait_total += t1 - t0
             busy_total += t2 - t0
             if step > start_step + 1:  # the first step pays for warm-up allocations
@@ -290,11 +313,20 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             if fabric.is_global_zero:
                 step_log.write({"step": step - 1, **logs, "time_s": round(t2 - t_start, 3)})
                 if step % t.log_every_steps == 0 or step == total_steps:
-                    fabric.log_dict({f"train/{k}": v for k, v in logs.items()}, step=step)
+                    fabric.log_dict({f"train/{k}": v for k, v in logs.items() if k not in MONITOR_EVAL_KEYS},
+                                    step=step)
+                if any(k in logs for k in MONITOR_EVAL_KEYS):  # kNN steps need not fall on a logging step
+                    fabric.log_dict({f"monitor/{k}": logs[k] for k in MONITOR_EVAL_KEYS if k in logs}, step=step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}",
-                                     img_s=f"{logs['images_per_s']:.0f}", wait=f"{100 * logs['data_wait']:.0f}%")
+                                     img_s=f"{logs['images_per_s']:.0f}", wait=f"{100 * logs['data_wait']:.0f}%",
+                                     **_monitor_postfix(monitor))
 
+            while snapshots and trained_s + t2 - t_start >= 60 * snapshots[0]:
+                if fabric.is_global_zero:
+                    _save_snapshot(out_dir, snapshots[0], inner.backbone, config_yaml, step, t.batch_size,
+                                   trained_s + t2 - t_start)
+                snapshots.pop(0)
             done = step == total_steps
             timed_out = t.max_time_s is not None and t2 - t_start >= t.max_time_s
             halted = stop_at_step is not None and step >= stop_at_step
@@ -318,10 +350,28 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     result.elapsed_s = time.perf_counter() - t_start
     result.images_per_s = timed_images / timed_time if timed_time > 0 else 0.0
     result.data_wait_fraction = wait_total / busy_total if busy_total > 0 else 0.0
+    if monitor is not None:
+        result.monitor = dict(monitor.last)
+        result.monitor_fraction = (monitor.seconds - monitor_start) / max(result.elapsed_s, 1e-9)
     if fabric.is_global_zero:
         save_backbone(out_dir / "backbone.safetensors", inner.backbone, config_yaml)
     fabric.barrier()
     return result
+
+
+def snapshot_path(out_dir: Path, minutes: float) -> Path:
+    return Path(out_dir) / "snapshots" / f"backbone_{minutes:g}min.safetensors"
+
+
+def _save_snapshot(out_dir: Path, minutes: float, backbone: nn.Module, config_yaml: str, step: int, batch: int,
+                   seconds: float) -> None:
+    """The online backbone after ``minutes`` of training (the first step that ends past the mark), with the step, the
+    images seen and the exact training time in the safetensors metadata."""
+    path = snapshot_path(out_dir, minutes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_backbone(path, backbone, config_yaml, extra={"step": str(step), "images_seen": str(step * batch),
+                                                     "trained_s": f"{seconds:.3f}"})
+    log.info("snapshot after %.1f min (step %d): %s", seconds / 60, step, path)
 
 
 def _check_compatible(state: dict, cfg: Config, path: Path) -> None:
@@ -377,6 +427,22 @@ def _install_signal_handlers(stop: dict) -> dict:
 def _restore_signal_handlers(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+def _monitor_postfix(monitor) -> Dict[str, str]:
+    """``knn=84.1% lin=85.3%``: the latest kNN and online-classifier test top-1 (before the first kNN: the online
+    classifier's running training accuracy)."""
+    if monitor is None:
+        return {}
+    last = monitor.last
+    out = {}
+    if "knn_top1" in last:
+        out["knn"] = f"{last['knn_top1']:.1f}%"
+    if "online_test_top1" in last:
+        out["lin"] = f"{last['online_test_top1']:.1f}%"
+    elif monitor.train_top1 is not None:
+        out["lin_train"] = f"{monitor.train_top1:.1f}%"
+    return out
 
 
 def _progress_bar(enabled: bool, start: int, total: int):

@@ -32,7 +32,7 @@ from selfsup.config import LinearEvalConfig
 from selfsup.errors import DataError, NonFiniteLossError
 from selfsup.eval.features import (autocast_for, channels_last, default_collate, eval_mode, extract_features,
                                    make_loader, to_device_batch)
-from selfsup.eval.metrics import check_labels, topk_accuracy, topk_correct
+from selfsup.metrics.accuracy import check_labels, topk_accuracy, topk_correct
 
 log = logging.getLogger("selfsup.eval")
 

@@ -25,11 +25,21 @@ def read_train_log(path: Path) -> Dict[str, List[float]]:
     return cols
 
 
-def plot_loss_curve(train_log: Path, png: Path, title: str = "pretraining loss") -> Path:
-    """Loss per step (light) with a moving average (dark), and the learning rate on a second axis."""
+MONITOR_CURVES = (  # train_log.csv column, label, style
+    ("knn_top1", "kNN k=20 top-1 (test subset)", dict(color="tab:green", marker="o", ms=3, lw=1.5)),
+    ("online_test_top1", "online linear top-1 (test subset)", dict(color="tab:purple", marker="s", ms=3, lw=1.5)),
+    ("online_top1", "online linear top-1 (augmented train views)", dict(color="tab:purple", alpha=0.25, lw=1)),
+)
+
+
+def plot_curves(train_log: Path, png: Path, title: str = "pretraining loss") -> Path:
+    """Loss per step (light) with a moving average (dark), and the learning rate on a second axis; when the run was
+    monitored (``monitor.*``), a second panel with the online classifier's and the kNN probe's top-1 against the step."""
     cols = read_train_log(train_log)
     steps, loss = cols.get("step", []), cols.get("loss", [])
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    monitored = [c for c in MONITOR_CURVES if c[0] in cols]
+    fig, axes = plt.subplots(1, 1 + bool(monitored), figsize=(7 + 5 * bool(monitored), 4), dpi=110, squeeze=False)
+    ax = axes[0, 0]
     ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="loss")
     if len(loss) >= 5:
         w = max(5, len(loss) // 25)
@@ -45,11 +55,32 @@ def plot_loss_curve(train_log: Path, png: Path, title: str = "pretraining loss")
         ax2.plot(steps, cols["lr"], color="tab:orange", lw=1, ls="--", label="learning rate")
         ax2.set_ylabel("learning rate", color="tab:orange")
     ax.legend(loc="upper right")
+    if monitored:
+        _plot_monitor(axes[0, 1], train_log, monitored)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)
     plt.close(fig)
     return png
+
+
+def _plot_monitor(ax, train_log: Path, curves) -> None:
+    """Each monitored accuracy against the step it was measured at (its rows only: kNN runs every N steps)."""
+    with open(train_log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for key, label, style in curves:
+        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
+        if key == "online_top1" and len(pts) >= 5:  # noisy per batch: a moving average
+            w = max(5, len(pts) // 25)
+            smooth = torch.nn.functional.avg_pool1d(torch.tensor([p[1] for p in pts])[None, None], w, stride=1)
+            pts = list(zip([p[0] for p in pts][w - 1:], smooth.flatten().tolist()))
+        if pts:
+            ax.plot(*zip(*pts), label=label, **style)
+    ax.set_xlabel("step")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("quality monitored during pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def _to_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -104,5 +135,71 @@ def plot_bars(results: Dict[str, Dict[str, float]], metric_keys: Sequence[str], 
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def plot_learning_curves(curves: Dict[str, Dict[float, Dict[str, float]]], baselines: Dict[str, Dict[str, float]],
+                         png: Path, title: str, x_label: str = "pretraining wall-clock minutes") -> Path:
+    """Probe accuracy against training time: one panel per probe (``linear_top1``, ``knn20_top1``), one line per
+    representation (``curves[name][minutes][probe]``), and the ``baselines`` (raw pixels, random init) as horizontal
+    dashed lines."""
+    probes = (("linear_top1", "linear probe top-1 (%)"), ("knn20_top1", "kNN k=20 top-1 (%)"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for ax, (key, label) in zip(axes, probes):
+        for i, (name, curve) in enumerate(curves.items()):
+            xs = sorted(float(m) for m in curve)
+            ys = [curve[m][key] if m in curve else curve[str(m)][key] for m in xs]
+            style = dict(ls="--", color="black") if name.startswith("supervised") else dict(color=f"C{i}")
+            ax.plot(xs, ys, marker="o", ms=4, lw=1.5, label=name, **style)
+        for j, (name, row) in enumerate(baselines.items()):
+            ax.axhline(row[key], color="gray", ls=(0, (2, 2 + 2 * j)), lw=1.2, label=f"{name} ({row[key]:.1f})")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def plot_neighbours(queries: torch.Tensor, bank, neighbours: Dict[str, torch.Tensor], png: Path,
+                    query_labels: Optional[Sequence[int]] = None, bank_labels: Optional[Sequence[int]] = None,
+                    class_names: Optional[Sequence[str]] = None, title: str = "nearest neighbours") -> Path:
+    """One row per query image: the query, then for each representation in ``neighbours`` (name -> ``(Q, k)`` indices
+    into ``bank``) its k nearest bank images. With labels, each neighbour's frame is green when its class is the
+    query's and red otherwise. Images are uint8 ``(3, H, W)``: ``queries`` stacked, ``bank`` anything indexed by the
+    neighbour indices (a tensor, or a dict of just the images shown)."""
+    names = list(neighbours)
+    k = int(next(iter(neighbours.values())).shape[1])
+    cols = 1 + len(names) * k
+    q = queries.shape[0]
+    fig, axes = plt.subplots(q, cols, figsize=(1.1 * cols + 0.4 * len(names), 1.15 * q + 0.6), dpi=100,
+                             squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.12})
+    for r in range(q):
+        panels = [(queries[r], None)]
+        for name in names:
+            panels += [(bank[int(i)], int(i)) for i in neighbours[name][r]]
+        for c, (ax, (img, idx)) in enumerate(zip(axes[r], panels)):
+            ax.imshow(img.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if idx is not None and query_labels is not None and bank_labels is not None:
+                color = "tab:green" if bank_labels[idx] == query_labels[r] else "tab:red"
+                for side in ax.spines.values():
+                    side.set_edgecolor(color)
+                    side.set_linewidth(2.5)
+            if c == 0 and query_labels is not None:
+                label = query_labels[r]
+                ax.set_ylabel(class_names[label] if class_names else str(label), fontsize=7)
+        axes[r, 0].set_title("query" if r == 0 else "", fontsize=8)
+    for j, name in enumerate(names):
+        axes[0, 1 + j * k + k // 2].set_title(f"{name}: top-{k}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, bbox_inches="tight")
     plt.close(fig)
     return png

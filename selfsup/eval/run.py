@@ -18,7 +18,7 @@ from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sa
 from selfsup.engine.checkpoint import load_backbone_state
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
-from selfsup.eval.knn import knn_classify
+from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
 from selfsup.models.backbones import create_backbone
 

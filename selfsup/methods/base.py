@@ -4,8 +4,9 @@ A method is an ``nn.Module`` built from a :class:`~selfsup.config.Config`. It de
 
 * which views it wants (``cfg.views``; the engine samples them and hands over a :class:`~selfsup.data.views.Views`);
 * its networks (``self.backbone`` is the online encoder that the probes evaluate; EMA targets, heads, prototypes...);
-* ``forward(views, ctx) -> StepOutput``: the training step, returning the loss and values to log. It is ``forward`` so
-  that DDP's gradient hooks run when the engine calls the wrapped module;
+* ``forward(views, ctx) -> StepOutput``: the training step, returning the loss, values to log and the detached backbone
+  features of the large views (for the engine's online classifier). It is ``forward`` so that DDP's gradient hooks run
+  when the engine calls the wrapped module;
 * ``ema_pairs()`` and ``ema``: which target networks follow which online networks, and on what momentum schedule. The
   engine applies the update after each optimiser step (the method only declares it);
 * ``on_after_backward(ctx)``: edit gradients before the optimiser step (SwAV's prototypes and DINO's last layer are
@@ -18,7 +19,7 @@ The engine owns everything else (optimiser, schedules, devices, checkpoints), so
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +58,13 @@ class EMASpec:
 
 @dataclass
 class StepOutput:
+    """The step's loss, values to log, and ``features``: the online backbone's pooled features of this process's large
+    views, detached, concatenated view after view ``(L * B, F)``, for the engine's online classifier (None: no
+    monitoring)."""
+
     loss: Tensor
     logs: Dict[str, float] = field(default_factory=dict)
+    features: Optional[Tensor] = None
 
 
 class Method(nn.Module):
@@ -115,6 +121,11 @@ def forward_by_resolution(net: Callable[[Tensor], Tensor], views: Sequence[Tenso
         return []
     out = net(torch.cat(list(views), dim=0))
     return list(out.chunk(len(views), dim=0))
+
+
+def detached_features(features: Sequence[Tensor]) -> Optional[Tensor]:
+    """The large views' backbone features, one ``(B, F)`` tensor per view, as :attr:`StepOutput.features`."""
+    return torch.cat([f.detach() for f in features], dim=0) if features else None
 
 
 METHODS: Dict[str, type] = {}

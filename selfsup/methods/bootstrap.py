@@ -21,7 +21,7 @@ from torch import nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
-from selfsup.methods.base import EMASpec, Method, check_alpha, forward_by_resolution, frozen_copy
+from selfsup.methods.base import EMASpec, Method, check_alpha, detached_features, forward_by_resolution, frozen_copy
 from selfsup.methods.distributed import gather_no_grad, gather_with_grad
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
@@ -69,19 +69,25 @@ class BootstrapMethod(Method):
         return [(self.backbone, self.target_backbone), (self.projector, self.target_projector)]
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
-        return self.predictor(self.projector(self.backbone(x)))
+        return self.online_head(self.backbone(x))
+
+    def online_head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.projector(h))
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x))
 
-    def embed(self, views) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
-        """``(online_large, online_small, target_large)``, each a list of (global B, D) embeddings, one per view.
+    def embed(self, views) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor], Optional[torch.Tensor]]:
+        """``(online_large, online_small, target_large, features)``: lists of (global B, D) embeddings, one per view,
+        and the detached online backbone features of this process's large views (:attr:`StepOutput.features`).
 
         The online embeddings keep their gradient through the gather; the target ones are computed without gradient.
+        The backbone and the heads each run once on all large views together.
         """
-        online_large = forward_by_resolution(self.online, views.large)
+        h_large = forward_by_resolution(self.backbone, views.large)
+        online_large = forward_by_resolution(self.online_head, h_large)
         online_small = forward_by_resolution(self.online, views.small)
         with torch.no_grad():
             target_large = forward_by_resolution(self.target, views.large)
         return ([gather_with_grad(z) for z in online_large], [gather_with_grad(z) for z in online_small],
-                [gather_no_grad(k) for k in target_large])
+                [gather_no_grad(k) for k in target_large], detached_features(h_large))

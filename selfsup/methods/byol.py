@@ -40,4 +40,6 @@ class BYOL(BootstrapMethod):
 
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: BYOLArgs = self.args
-        return StepOutput(loss=byol_multiview_loss(*self.embed(views), alpha=a.alpha))
+        online_large, online_small, target_large, features = self.embed(views)
+        return StepOutput(loss=byol_multiview_loss(online_large, online_small, target_large, alpha=a.alpha),
+                          features=features)

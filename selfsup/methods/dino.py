@@ -40,8 +40,8 @@ from selfsup.config import Config, register_method_args
 from selfsup.schedules import cosine_schedule
 from selfsup.errors import ConfigError
 from selfsup.losses import dino_multiview_loss, dino_teacher_probs, update_center
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, drop_gradients,
-                                  forward_by_resolution, frozen_copy, register_method)
+from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, detached_features,
+                                  drop_gradients, forward_by_resolution, frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import DINOHead
@@ -140,15 +140,17 @@ class DINO(Method):
     def teacher(self, x: Tensor) -> Tensor:
         return self.teacher_head(self.teacher_backbone(x))
 
-    def student(self, views) -> List[Tensor]:
-        """Student logits of every view (large first): backbone once per resolution group, head once on all."""
-        feats = forward_by_resolution(self.backbone, views.large) + forward_by_resolution(self.backbone, views.small)
-        return list(self.head(torch.cat(feats, dim=0)).chunk(len(feats), dim=0))
+    def student(self, views) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Student logits of every view (large first): backbone once per resolution group, head once on all; and the
+        detached backbone features of the large views (:attr:`StepOutput.features`)."""
+        large = forward_by_resolution(self.backbone, views.large)
+        feats = large + forward_by_resolution(self.backbone, views.small)
+        return list(self.head(torch.cat(feats, dim=0)).chunk(len(feats), dim=0)), detached_features(large)
 
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: DINOArgs = self.args
         num_large = len(views.large)
-        student = self.student(views)
+        student, features = self.student(views)
         with torch.no_grad():
             teacher = forward_by_resolution(self.teacher, views.large)
         temp = teacher_temperature(ctx.epoch_float, a.warmup_teacher_temperature, a.teacher_temperature,
@@ -161,7 +163,8 @@ class DINO(Method):
         with torch.no_grad():
             self._batch_center = torch.cat(teacher, dim=0).float().mean(dim=0, keepdim=True)
             entropy = torch.special.entr(torch.cat(probs, dim=0)).sum(dim=-1).mean()
-        return StepOutput(loss=loss, logs={"teacher_temperature": temp, "teacher_entropy": float(entropy)})
+        return StepOutput(loss=loss, logs={"teacher_temperature": temp, "teacher_entropy": float(entropy)},
+                          features=features)
 
     def on_after_backward(self, ctx: StepContext) -> None:
         if ctx.epoch < self.args.freeze_last_layer_epochs:

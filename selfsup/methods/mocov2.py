@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import moco_multiview_loss
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, forward_by_resolution,
+from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, check_alpha, detached_features,
+                                  forward_by_resolution,
                                   frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad
 from selfsup.models.backbones import create_backbone
@@ -104,12 +105,15 @@ class MoCoV2(Method):
     def ema_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
 
-    def queries(self, views: List[Tensor]) -> List[Tensor]:
-        """Query embeddings (un-normalised): backbone once per resolution group, projector once on all of them."""
-        feats = [f for group in views for f in forward_by_resolution(self.backbone, group)]
+    def queries(self, views: List[Tensor]) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Query embeddings (un-normalised): backbone once per resolution group, projector once on all of them; and the
+        detached backbone features of the first group (the large query views, :attr:`StepOutput.features`)."""
+        groups = [forward_by_resolution(self.backbone, group) for group in views]
+        feats = [f for group in groups for f in group]
         if not feats:
-            return []
-        return list(self.projector(torch.cat(feats, dim=0)).chunk(len(feats), dim=0))
+            return [], None
+        return (list(self.projector(torch.cat(feats, dim=0)).chunk(len(feats), dim=0)),
+                detached_features(groups[0]))
 
     @torch.no_grad()
     def key(self, x: Tensor) -> Tensor:
@@ -118,14 +122,14 @@ class MoCoV2(Method):
 
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: MoCoV2Args = self.args
-        queries = self.queries([views.large[1:], views.small])
+        queries, features = self.queries([views.large[1:], views.small])
         key = self.key(views.large[0])
         local = moco_multiview_loss([None, *queries[:1]], queries[1:], key, self.queue, temperature=a.temperature,
                                     alpha=a.alpha)
         # this process's gradient, the global batch's value (see the module docstring)
         loss = local + (all_reduce_mean(local.detach()) - local.detach())
         self._step_keys = gather_no_grad(key)
-        return StepOutput(loss=loss)
+        return StepOutput(loss=loss, features=features)
 
     @torch.no_grad()
     def after_optimizer_step(self, ctx: StepContext) -> Dict[str, float]:

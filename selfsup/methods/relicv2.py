@@ -48,9 +48,10 @@ class RELICv2Args(BootstrapArgs):
 class RELICv2(BootstrapMethod):
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: RELICv2Args = self.args
+        online_large, online_small, target_large, features = self.embed(views)
         loss = relic_multiview_loss(
-            *self.embed(views),
+            online_large, online_small, target_large,
             temperature=a.temperature, beta=a.beta, contrast_scale=a.contrast_scale,
             num_negatives=a.num_negatives, generator=ctx.generator, alpha=a.alpha,
         )
-        return StepOutput(loss=loss)
+        return StepOutput(loss=loss, features=features)

@@ -23,7 +23,8 @@ import torch
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import nt_xent_loss
-from selfsup.methods.base import Method, StepContext, StepOutput, check_alpha, forward_by_resolution, register_method
+from selfsup.methods.base import (Method, StepContext, StepOutput, check_alpha, detached_features, forward_by_resolution,
+                                  register_method)
 from selfsup.methods.distributed import gather_with_grad
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
@@ -67,8 +68,9 @@ class SimCLR(Method):
 
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: SimCLRArgs = self.args
-        large = forward_by_resolution(self.embed, views.large)
+        h_large = forward_by_resolution(self.backbone, views.large)
+        large = forward_by_resolution(self.projector, h_large)
         small = forward_by_resolution(self.embed, views.small)
         loss = nt_xent_loss([gather_with_grad(z) for z in large], [gather_with_grad(z) for z in small],
                             temperature=a.temperature, alpha=a.alpha)
-        return StepOutput(loss=loss)
+        return StepOutput(loss=loss, features=detached_features(h_large))

@@ -43,7 +43,7 @@ Choices and deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from selfsup.config import Config, register_method_args
 from selfsup.errors import ConfigError
 from selfsup.losses import sinkhorn, swav_multiview_loss
-from selfsup.methods.base import (Method, StepContext, StepOutput, check_alpha, drop_gradients, forward_by_resolution,
-                                  register_method)
+from selfsup.methods.base import (Method, StepContext, StepOutput, check_alpha, detached_features, drop_gradients,
+                                  forward_by_resolution, register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad, rank
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP, MLP_NORMS
@@ -113,12 +113,14 @@ class SwAV(Method):
         self.register_buffer("queue", torch.zeros(cfg.views.large.count, queue_length, a.projector_dim))
         self._step_embeddings: Optional[List[Tensor]] = None  # this step's global-batch large-view z, for the queue
 
-    def embed(self, views) -> List[Tensor]:
-        """Unit-norm embeddings of every view (large first), float32."""
-        feats = forward_by_resolution(self.backbone, views.large) + forward_by_resolution(self.backbone, views.small)
+    def embed(self, views) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Unit-norm embeddings of every view (large first), float32; and the detached backbone features of the large
+        views (:attr:`StepOutput.features`)."""
+        large = forward_by_resolution(self.backbone, views.large)
+        feats = large + forward_by_resolution(self.backbone, views.small)
         z = self.projector(torch.cat(feats, dim=0))
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return list(F.normalize(z.float(), dim=1).chunk(len(feats), dim=0))
+            return list(F.normalize(z.float(), dim=1).chunk(len(feats), dim=0)), detached_features(large)
 
     def scores(self, z: Tensor) -> Tensor:
         """Cosine scores ``z @ C.T`` against the prototypes, float32."""
@@ -145,7 +147,7 @@ class SwAV(Method):
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         num_large, batch = len(views.large), views.large[0].shape[0]
-        z = self.embed(views)
+        z, features = self.embed(views)
         scores = [self.scores(v) for v in z]
         z_global = [gather_no_grad(v.detach()) for v in z[:num_large]]
         use_queue = self.queue_in_use(ctx.epoch)
@@ -155,7 +157,7 @@ class SwAV(Method):
         # this process's gradient, the global batch's value (see the module docstring)
         loss = local + (all_reduce_mean(local.detach()) - local.detach())
         self._step_embeddings = z_global
-        return StepOutput(loss=loss, logs={"queue_in_use": float(use_queue)})
+        return StepOutput(loss=loss, logs={"queue_in_use": float(use_queue)}, features=features)
 
     def on_after_backward(self, ctx: StepContext) -> None:
         if ctx.epoch < self.args.freeze_prototypes_epochs:

@@ -1,5 +1,6 @@
 """The command line end to end on tiny data: pretrain, eval linear / knn, demo, errors, kill-and-resume."""
 
+import csv
 import json
 import os
 import signal
@@ -46,13 +47,17 @@ def test_pretrain_then_eval_linear_and_knn(tmp_path, capsys):
 
 def test_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    overrides = [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=4", "eval.knn.k=[5]"]
+    overrides = [o for o in TINY if not o.startswith("train.steps")] + [
+        "train.steps=4", "eval.knn.k=[5]", "monitor.knn_every_steps=2", "monitor.knn_train_size=32"]
     assert main(["demo", "--quiet", "--out", str(out), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "RELICv2 pretrained" in printed and "random init" in printed
     assert "linear top-5" not in printed  # 4 classes: top-5 would always be 100 %
-    for name in ("report.md", "loss_curve.png", "views.png", "probes.png", "results.json"):
+    for name in ("report.md", "curves.png", "views.png", "probes.png", "neighbours.png", "results.json"):
         assert (out / name).is_file(), name
+        assert name == "report.md" or name == "results.json" or f"({name})" in (out / "report.md").read_text()
+    with open(out / "run" / "train_log.csv") as f:  # the online curves the report draws
+        assert [r["knn_top1"] != "" for r in csv.DictReader(f)] == [False, True, False, True]
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results) == {"RELICv2 pretrained", "random init"}
 

@@ -101,3 +101,18 @@ def test_step_batch_sampler_resumes_and_shards():
     r0 = list(StepBatchSampler(50, 8, rank=0, world_size=2, seed=3, start_step=0, total_steps=14))
     r1 = list(StepBatchSampler(50, 8, rank=1, world_size=2, seed=3, start_step=0, total_steps=14))
     assert [a + b for a, b in zip(r0, r1)] == full
+
+
+def test_snapshots_after_the_given_minutes(tmp_path, tiny_overrides):
+    from safetensors import safe_open
+
+    from selfsup.engine.trainer import snapshot_path
+
+    pretrain(load_config(None, [*tiny_overrides, "train.snapshot_minutes=[1e-9,1000]"]))
+    first = snapshot_path(tmp_path / "run", 1e-9)
+    assert first.is_file() and not snapshot_path(tmp_path / "run", 1000).exists()
+    with safe_open(str(first), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["step"] == "1" and meta["images_seen"] == "16" and float(meta["trained_s"]) > 0
+    with pytest.raises(Exception, match="train.snapshot_minutes"):
+        load_config(None, [*tiny_overrides, "train.snapshot_minutes=[0]"])

@@ -159,7 +159,7 @@ def test_swav_queue_fills_then_joins_the_codes(tmp_path, monkeypatch):
     used = []
     for seed in range(1, 7):  # batch 8, queue 32: full after 4 steps of epoch 1
         used.append(step(1, seed).logs["queue_in_use"])
-        z = method.embed(_views(method.cfg, seed=seed))
+        z, _ = method.embed(_views(method.cfg, seed=seed))
         assert torch.allclose(method.queue[0, :8], z[0].detach(), atol=1e-6)  # newest first
     assert used == [0, 0, 0, 0, 1, 1]
     assert rows == [8] * 2 * 5 + [8 + 32] * 2 * 2

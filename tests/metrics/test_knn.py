@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from selfsup.errors import DataError
-from selfsup.eval.knn import knn_classify, knn_eval, knn_scores
+from selfsup.metrics.knn import knn_classify, knn_eval, knn_scores
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,3 +98,15 @@ def test_unlabelled_train_images_are_refused():
     ytr[0] = -1
     with pytest.raises(DataError, match="unlabelled"):
         knn_classify(xtr, ytr, xte, yte, k=5, num_classes=8)
+
+
+def test_nearest_neighbours_are_the_most_cosine_similar():
+    from selfsup.metrics import nearest_neighbours
+
+    gen = torch.Generator().manual_seed(0)
+    train, test = torch.randn(50, 8, generator=gen), torch.randn(7, 8, generator=gen)
+    got = nearest_neighbours(train, test, k=5, chunk_size=3)
+    cos = torch.nn.functional.normalize(test, dim=1) @ torch.nn.functional.normalize(train, dim=1).T
+    for q in range(7):
+        assert got[q].tolist() == cos[q].argsort(descending=True)[:5].tolist()
+    assert nearest_neighbours(train[:3], test, k=5).shape == (7, 3)  # k is clamped to the bank

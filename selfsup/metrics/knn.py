@@ -5,7 +5,7 @@ Train and test features are L2-normalised, so the similarity is the cosine. Each
 train images; neighbour ``i`` votes for its class with weight ``exp(s_i / temperature)`` (tau = 0.07 in both
 references), and the classes are ranked by their summed votes. Test images are processed in chunks of ``chunk_size``
 so that the ``(chunk, N_train)`` similarity block bounds the memory. Ties between class scores go to the lower class
-index (:mod:`selfsup.eval.metrics`).
+index (:mod:`selfsup.metrics.accuracy`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from selfsup.eval.metrics import check_labels, topk_accuracy
+from selfsup.metrics.accuracy import check_labels, topk_accuracy
 
 
 def _prepare(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
@@ -55,15 +55,32 @@ def knn_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tenso
     ks = [int(k) for k in ks]
     kmax = min(max(ks), n_train)
     out = {k: torch.zeros(test_n.shape[0], num_classes, dtype=train_n.dtype, device=train_n.device) for k in ks}
-    for start in range(0, test_n.shape[0], chunk_size):
-        q = test_n[start:start + chunk_size]
-        sims, idx = (q @ train_n.T).topk(kmax, dim=1, largest=True, sorted=True)
+    for start, sims, idx in _topk_chunks(train_n, test_n, kmax, chunk_size):
         weights = (sims / temperature).exp()
         classes = train_y[idx]
         for k in ks:
             kk = min(k, n_train)
-            out[k][start:start + q.shape[0]].scatter_add_(1, classes[:, :kk], weights[:, :kk])
+            out[k][start:start + idx.shape[0]].scatter_add_(1, classes[:, :kk], weights[:, :kk])
     return out
+
+
+def _topk_chunks(train_n: torch.Tensor, test_n: torch.Tensor, k: int, chunk_size: int):
+    """``(start, similarities, indices)`` of the ``k`` most similar (unit-norm) train rows, chunk by chunk of tests."""
+    for start in range(0, test_n.shape[0], chunk_size):
+        sims, idx = (test_n[start:start + chunk_size] @ train_n.T).topk(k, dim=1, largest=True, sorted=True)
+        yield start, sims, idx
+
+
+def nearest_neighbours(train_x: torch.Tensor, test_x: torch.Tensor, k: int = 5,
+                       chunk_size: int = 1024) -> torch.Tensor:
+    """Indices ``(N_test, k)`` of each test feature's ``k`` most cosine-similar train features, nearest first (the
+    neighbours that :func:`knn_scores` votes with)."""
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"features must be (N, F) with the same F, got {tuple(train_x.shape)} and "
+                         f"{tuple(test_x.shape)}")
+    train_n, test_n = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+    k = min(int(k), train_n.shape[0])
+    return torch.cat([idx for _, _, idx in _topk_chunks(train_n, test_n, k, chunk_size)])
 
 
 def knn_eval(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,

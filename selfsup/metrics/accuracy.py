@@ -1,4 +1,4 @@
-"""Classification metrics shared by the probes (linear L-BFGS, linear SGD, kNN).
+"""Classification metrics shared by the probes (linear L-BFGS, linear SGD, kNN) and the online monitor of pretraining.
 
 Top-k accuracy is computed from ranks rather than from ``torch.topk`` so that ties are broken the same way everywhere,
 on every device: among classes with equal scores, the lower class index ranks first (what a stable descending sort
