@@ -20,7 +20,7 @@ from selfsup.eval.linear import fit_logistic_lbfgs
 from selfsup.eval.run import features, load_backbone
 from selfsup.metrics import knn_classify, topk_accuracy
 
-CALIBRATION_STEPS = 12
+CALIBRATION_STEPS = 20
 
 
 def calibrated_steps(cfg, budget_s: float, out: Path) -> int:

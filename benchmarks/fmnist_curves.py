@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--no-supervised", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-curves"))
     ap.add_argument("overrides", nargs="*", help="key=value for every method's recipe")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     minutes = sorted(args.minutes)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated recipe names to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     budget = 60 * args.minutes
     tag = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
     out = args.out / f"fmnist_methods_{tag}"

@@ -39,11 +39,17 @@ from common import calibrated_steps, probes  # noqa: E402
 VENV = ROOT / ".venv-lightly"
 LIGHTLY = "lightly==1.6.0"
 SAME_WORK = ["monitor.online_linear=false", "monitor.knn_every_steps=0", "train.progress=false"]
-VIEWS = {  # lightly's SimCLR/BYOL transforms make exactly two views
-    "simclr": ["views.large.count=2", "views.small.count=0"],
+VIEWS = {  # lightly's SimCLR/BYOL transforms make exactly two views; SimCLR's two are alike and never solarized
+    "simclr": ["views.large.count=2", "views.small.count=0", "views.large.solarize_p=[0.0]"],
     "byol": ["views.large.count=2", "views.small.count=0"],
     "dino": [],
 }
+
+
+def symmetric(recipe: str) -> list:
+    """SimCLRTransform applies one crop scale and blur rate to both views: the recipe's first view's, on both sides."""
+    large = load_config(recipe).views.large
+    return [f"views.large.scale_min=[{large.scale_min[0]}]", f"views.large.blur_p=[{large.blur_p[0]}]"]
 
 
 def ensure_venv() -> Path:
@@ -63,7 +69,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[2], help="lightly DataLoader workers to try")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-vs-lightly"))
     ap.add_argument("overrides", nargs="*", help="key=value for both sides")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     python = ensure_venv()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +79,7 @@ def main() -> None:
     data = None
     for method in args.methods.split(","):
         recipe = f"{method}_fmnist"
-        overrides = [*VIEWS[method], *args.overrides]
+        overrides = [*VIEWS[method], *(symmetric(recipe) if method == "simclr" else []), *args.overrides]
         cfg = load_config(recipe, [f"out={out / recipe / 'selfsup'}", *SAME_WORK, *overrides])
         cfg.train.steps, cfg.train.max_time_s = calibrated_steps(cfg, 60 * args.minutes, out), 60 * args.minutes
         run = pretrain(cfg)

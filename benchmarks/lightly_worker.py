@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss  # noqa: E402
 from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead,  # noqa: E402
                                     SimCLRProjectionHead)
-from lightly.models.utils import deactivate_requires_grad, update_momentum  # noqa: E402
+from lightly.models.utils import deactivate_requires_grad, get_weight_decay_parameters, update_momentum  # noqa: E402
 from lightly.transforms import DINOTransform, SimCLRTransform  # noqa: E402
 from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform  # noqa: E402
 from lightly.utils.lars import LARS  # noqa: E402
@@ -139,14 +139,19 @@ class Model(torch.nn.Module):
             update_momentum(self.head, self.target_head, m=m)
 
 
-def optimizer_for(cfg, params, lr):
+def optimizer_for(cfg, model, lr):
+    """The recipe's optimiser over lightly's parameter groups (lightly's benchmarks: norms and biases without weight
+    decay, which its LARS also leaves unscaled)."""
     o = cfg.optim
+    decay, no_decay = get_weight_decay_parameters([model])  # the EMA targets are dropped below (no gradient)
+    groups = [{"params": [p for p in decay if p.requires_grad]},
+              {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}]
     if o.name == "lars":
-        return LARS(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
+        return LARS(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
                     trust_coefficient=o.trust_coefficient)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-    return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+    return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
 
 
 def main() -> None:
@@ -156,7 +161,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers running lightly's transforms")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     cfg = load_config(args.recipe, args.overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -168,7 +173,7 @@ def main() -> None:
     backbone = create_backbone(cfg.model, image_size=cfg.views.large.size)
     model = Model(cfg, backbone).to(memory_format=torch.channels_last)
     peak = cfg.optim.base_lr * cfg.train.batch_size / 256
-    opt = optimizer_for(cfg, [p for p in model.parameters() if p.requires_grad], peak)
+    opt = optimizer_for(cfg, model, peak)
     steps_per_epoch = len(loader)
     ema_base = getattr(cfg.method, "ema_base", 0.99)
 
@@ -200,7 +205,7 @@ def main() -> None:
     rate = 12 / (time.perf_counter() - t0)
     total = max(10, int(0.95 * 60 * args.minutes * rate))
     model.load_state_dict(init)
-    opt = optimizer_for(cfg, [p for p in model.parameters() if p.requires_grad], peak)
+    opt = optimizer_for(cfg, model, peak)
     warmup = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else round(cfg.optim.warmup_epochs * steps_per_epoch)
     warmup = max(1, min(warmup, total))
     model.train()

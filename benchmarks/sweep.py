@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init row")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-sweeps"))
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
 
     tag = f"{args.recipe}_{args.steps}steps" if args.steps else f"{args.recipe}_{args.minutes:g}min"
     out = args.out / tag

@@ -45,6 +45,7 @@ class DataConfig:
     train_size: int = 10000
     test_size: int = 2000
     spurious: float = 0.0  # probability that an image's background family is the one tied to its class
+    backgrounds: Optional[List[str]] = None  # background families drawn from (None: all; see selfsup.data.shapes)
     # any dataset
     limit: Optional[int] = None  # use only the first N images of each split (quick runs)
     skip_corrupt: bool = False  # skip unreadable images (counted and logged) instead of stopping

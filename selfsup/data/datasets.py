@@ -216,7 +216,8 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
             size = min(size, cfg.limit)
         ds: ImageDataset = ShapesDataset(num_classes=cfg.num_classes, image_size=cfg.image_size, size=size,
                                          split=split, spurious=cfg.spurious, seed=0,
-                                         stats_images=min(cfg.train_size, 2048))
+                                         stats_images=min(cfg.train_size, 2048),
+                                         **({"backgrounds": cfg.backgrounds} if cfg.backgrounds else {}))
     elif name == "fashion_mnist":
         ds = load_fashion_mnist(cfg.root, split, cfg.image_size, cfg.limit)
     elif name in ("cifar10", "cifar100"):

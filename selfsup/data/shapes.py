@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -474,16 +474,19 @@ def _render_photos(u: _U, sel: Tensor, photo: Tensor, image_size: int) -> Tensor
     return out.clamp(0, 1)
 
 
-def render_shapes(labels: Tensor, u: Tensor, image_size: int, spurious: float) -> Dict[str, Tensor]:
-    """Render images for ``labels (n,)`` from their uniform vectors ``u (n, NUM_UNIFORMS)``.
+def render_shapes(labels: Tensor, u: Tensor, image_size: int, spurious: float,
+                  backgrounds: Sequence[str] = BACKGROUND_FAMILIES) -> Dict[str, Tensor]:
+    """Render images for ``labels (n,)`` from their uniform vectors ``u (n, NUM_UNIFORMS)``, with backgrounds drawn
+    from the families named in ``backgrounds`` (all of them by default; uniformly among those given).
 
     Returns uint8 ``image (n, 3, S, S)``, uint8 ``mask (n, 1, S, S)``, and int64 ``background``, ``background_photo``
     and bool ``background_tied`` ``(n,)``.
     """
     uu = _U(u)
-    n_fam, n_photo = len(BACKGROUND_FAMILIES), len(PHOTO_NAMES)
+    allowed = torch.tensor([BACKGROUND_FAMILIES.index(b) for b in backgrounds])
+    n_fam, n_photo = len(allowed), len(PHOTO_NAMES)
     tied = uu.tie < spurious
-    family = torch.where(tied, labels % n_fam, (uu.family * n_fam).long().clamp(max=n_fam - 1))
+    family = allowed[torch.where(tied, labels % n_fam, (uu.family * n_fam).long().clamp(max=n_fam - 1))]
     photo = torch.where(tied, labels % n_photo, (uu.photo * n_photo).long().clamp(max=n_photo - 1))
     photo = torch.where(family == PHOTO_FAMILY, photo, torch.full_like(photo, -1))
 
@@ -513,7 +516,8 @@ def render_shapes(labels: Tensor, u: Tensor, image_size: int, spurious: float) -
 
 
 def generate_shapes(num_classes: int, image_size: int, start: int, stop: int, split: str = "train",
-                    spurious: float = 0.0, seed: int = DEFAULT_SEED) -> Dict[str, Tensor]:
+                    spurious: float = 0.0, seed: int = DEFAULT_SEED,
+                    backgrounds: Sequence[str] = BACKGROUND_FAMILIES) -> Dict[str, Tensor]:
     """Images ``start..stop-1`` of a split (random access: the same image whatever the range), with labels and masks.
 
     Returns the tensors of :func:`render_shapes` plus int64 ``label``.
@@ -525,9 +529,12 @@ def generate_shapes(num_classes: int, image_size: int, start: int, stop: int, sp
         raise ConfigError(f"data.image_size={image_size} is too small for the shapes dataset (at least 4)")
     if not 0.0 <= spurious <= 1.0:
         raise ConfigError(f"data.spurious must be in [0, 1], got {spurious}")
+    unknown = [b for b in backgrounds if b not in BACKGROUND_FAMILIES]
+    if unknown or not backgrounds:
+        raise ConfigError(f"data.backgrounds must name some of {', '.join(BACKGROUND_FAMILIES)}; got {list(backgrounds)}")
     s = image_size
     with _one_thread():
-        return _generate(num_classes, s, start, stop, split, spurious, seed)
+        return _generate(num_classes, s, start, stop, split, spurious, seed, tuple(backgrounds))
 
 
 @contextmanager
@@ -549,7 +556,7 @@ def _one_thread():
 
 
 def _generate(num_classes: int, s: int, start: int, stop: int, split: str, spurious: float,
-              seed: int) -> Dict[str, Tensor]:
+              seed: int, backgrounds: Tuple[str, ...]) -> Dict[str, Tensor]:
     n = stop - start
     out = {"image": torch.empty(n, 3, s, s, dtype=torch.uint8), "mask": torch.empty(n, 1, s, s, dtype=torch.uint8),
            "label": torch.from_numpy(shape_labels(seed, split, num_classes, start, stop)),
@@ -558,7 +565,7 @@ def _generate(num_classes: int, s: int, start: int, stop: int, split: str, spuri
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
         u = torch.from_numpy(image_uniforms(seed, split, start + a, start + b))
-        part = render_shapes(out["label"][a:b], u, s, spurious)
+        part = render_shapes(out["label"][a:b], u, s, spurious, backgrounds)
         for key, value in part.items():
             out[key][a:b] = value
     return out
@@ -581,6 +588,7 @@ class ShapesDataset(InMemoryDataset):
         size: number of images (the first ``size`` of the split's stream).
         split: "train" or "test" (disjoint random streams).
         spurious: probability that an image's background family (and photo) is tied to its class.
+        backgrounds: the background families drawn from (names from :data:`BACKGROUND_FAMILIES`; default all).
         seed: the generator seed (``build_dataset`` uses :data:`DEFAULT_SEED`).
         stats_images: mean/std come from the first ``stats_images`` train images of this configuration.
 
@@ -590,17 +598,20 @@ class ShapesDataset(InMemoryDataset):
     """
 
     def __init__(self, num_classes: int = 10, image_size: int = 32, size: int = 10000, split: str = "train",
-                 spurious: float = 0.0, seed: int = DEFAULT_SEED, stats_images: int = STATS_IMAGES):
+                 spurious: float = 0.0, seed: int = DEFAULT_SEED, stats_images: int = STATS_IMAGES,
+                 backgrounds: Sequence[str] = BACKGROUND_FAMILIES):
         if size < 0:
             raise ConfigError(f"the shapes dataset size must be >= 0, got {size}")
-        data = generate_shapes(num_classes, image_size, 0, size, split=split, spurious=spurious, seed=seed)
-        key = (seed, num_classes, image_size, float(spurious), int(stats_images))
+        backgrounds = tuple(backgrounds)
+        data = generate_shapes(num_classes, image_size, 0, size, split=split, spurious=spurious, seed=seed,
+                               backgrounds=backgrounds)
+        key = (seed, num_classes, image_size, float(spurious), int(stats_images), backgrounds)
         if key not in _STATS_CACHE:
             if split == "train" and size >= stats_images:
                 ref = data["image"][:stats_images]
             else:
                 ref = generate_shapes(num_classes, image_size, 0, max(1, stats_images), split="train",
-                                      spurious=spurious, seed=seed)["image"]
+                                      spurious=spurious, seed=seed, backgrounds=backgrounds)["image"]
             with _one_thread():  # a fixed reduction order: the same statistics whatever torch's thread setting
                 _STATS_CACHE[key] = _channel_stats(ref)
         mean, std = _STATS_CACHE[key]

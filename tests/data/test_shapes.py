@@ -89,6 +89,29 @@ def test_spurious_backgrounds():
     assert 0.4 < half.background_tied.float().mean() < 0.6
 
 
+def test_background_subset():
+    full = ShapesDataset(num_classes=5, image_size=8, size=300, stats_images=60)
+    default = ShapesDataset(num_classes=5, image_size=8, size=300, stats_images=60, backgrounds=BACKGROUND_FAMILIES)
+    assert torch.equal(full.images, default.images)  # naming every family is the default, image for image
+    grad = ShapesDataset(num_classes=5, image_size=8, size=300, stats_images=60, backgrounds=("gradient",))
+    assert (grad.background == BACKGROUND_FAMILIES.index("gradient")).all()
+    assert (grad.background_photo == -1).all()
+    assert torch.equal(grad.labels, full.labels)  # same labels and shapes, only the backgrounds change
+    two = ShapesDataset(num_classes=5, image_size=8, size=300, stats_images=60, backgrounds=("noise", "photo"))
+    fams = two.background.bincount(minlength=len(BACKGROUND_FAMILIES))
+    assert set(torch.nonzero(fams).flatten().tolist()) == {BACKGROUND_FAMILIES.index("noise"),
+                                                           BACKGROUND_FAMILIES.index("photo")}
+    assert 0.35 < fams[BACKGROUND_FAMILIES.index("noise")] / 300 < 0.65
+    assert grad.mean != full.mean  # statistics follow the configuration
+    cfg = DataConfig(dataset="shapes", image_size=8, num_classes=5, train_size=30, test_size=10,
+                     backgrounds=["gradient"])
+    assert (build_dataset(cfg, "test").background == BACKGROUND_FAMILIES.index("gradient")).all()
+    with pytest.raises(ConfigError, match="data.backgrounds"):
+        ShapesDataset(num_classes=5, image_size=8, size=10, backgrounds=("gradiant",))
+    with pytest.raises(ConfigError, match="data.backgrounds"):
+        ShapesDataset(num_classes=5, image_size=8, size=10, backgrounds=())
+
+
 def test_all_shapes_render_and_too_many_classes():
     templates = shapes.shape_templates()
     assert templates.shape[0] == len(SHAPE_NAMES) >= 12
