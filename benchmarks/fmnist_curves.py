@@ -3,6 +3,7 @@ to raw pixels, the random-init backbone and the same backbone trained with label
 
     .venv/bin/python benchmarks/fmnist_curves.py                        # 5/15/30 min per method, 60 for RELICv2
     .venv/bin/python benchmarks/fmnist_curves.py --minutes 1 2 --only relicv2_fmnist --long 3   # a quick check
+    .venv/bin/python benchmarks/fmnist_curves.py --resume --out DIR     # go on after an interruption (per curve)
 
 Each method runs its shipped recipe ``recipes/<method>_fmnist.yaml`` once, with the step schedule calibrated to the
 longest budget (``--minutes``, last value) and backbone snapshots after each shorter budget
@@ -76,6 +77,8 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated recipes (default: every method)")
     ap.add_argument("--no-supervised", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-curves"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the curves already in <out>/results.json and run only the missing ones")
     ap.add_argument("overrides", nargs="*", help="key=value for every method's recipe")
     args = ap.parse_intermixed_args()
     minutes = sorted(args.minutes)
@@ -92,26 +95,42 @@ def main() -> None:
                "curves": {}, "baselines": {}}
 
     def save() -> None:
-        (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(out / "results.json")
+
+    if args.resume and (out / "results.json").is_file():  # a run spread over several sittings: keep what is done
+        done = json.loads((out / "results.json").read_text())
+        if done.get("minutes") != minutes:
+            sys.exit(f"fmnist_curves.py: --resume: {out / 'results.json'} has budgets {done.get('minutes')}, "
+                     f"not {minutes}")
+        payload["curves"] = {k: {float(m): row for m, row in c.items()} for k, c in done["curves"].items()}
+        payload["baselines"] = done["baselines"]
+        payload["sittings"] = done.get("sittings", [done["date"]]) + [payload["date"]]
+        log(f"resumed: {', '.join(payload['curves']) or 'baselines only'} already done")
 
     base_cfg = load_config("relicv2_fmnist", [f"out={out / 'random'}"])
     data = probe_data(base_cfg)
-    payload["baselines"]["raw pixels"] = raw_pixel_probes(base_cfg, data)
-    payload["baselines"]["random init"] = probes(base_cfg, load_backbone(base_cfg, None), data)
-    log(f"baselines: {payload['baselines']}")
-    save()
+    if not payload["baselines"]:
+        payload["baselines"]["raw pixels"] = raw_pixel_probes(base_cfg, data)
+        payload["baselines"]["random init"] = probes(base_cfg, load_backbone(base_cfg, None), data)
+        log(f"baselines: {payload['baselines']}")
+        save()
 
     recipes = [r for r in METHODS if args.only is None or r in args.only.split(",")]
     for recipe in recipes:
+        if METHODS[recipe] in payload["curves"]:
+            continue
         payload["curves"][METHODS[recipe]] = run_method(recipe, minutes, out / recipe, args.overrides, data, log)
         save()
-    if args.long and "relicv2_fmnist" in recipes:
+    long_name = f"RELICv2, {args.long:g}-min schedule"
+    if args.long and "relicv2_fmnist" in recipes and long_name not in payload["curves"]:
         long = sorted({*minutes, args.long})
-        payload["curves"][f"RELICv2, {args.long:g}-min schedule"] = run_method(
+        payload["curves"][long_name] = run_method(
             "relicv2_fmnist", long, out / "relicv2_fmnist_long", args.overrides, data, log)
         save()
-    if not args.no_supervised:
-        longest = max(minutes[-1], args.long or 0)
+    longest = max(minutes[-1], args.long or 0)
+    if not args.no_supervised and f"supervised ({longest:g}-min schedule)" not in payload["curves"]:
         sup = supervised(base_cfg, data, 60 * longest, snapshot_minutes=[m for m in {*minutes, longest}
                                                                             if m < longest])
         curve = {m: probes(base_cfg, net, data) for m, net in sup.pop("snapshots").items()}

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,7 +30,8 @@ NEIGHBOUR_QUERIES = 8  # test images shown with their nearest training images
 
 
 def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), minutes: Optional[float] = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, argv: Optional[Sequence[str]] = None) -> dict:
+    """Run the demo into ``out``; ``argv`` (the command-line words after ``selfsup``) is recorded in the report."""
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     extra = [f"out={out / 'run'}"]
@@ -96,10 +96,12 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
           f"{100 * result.data_wait_fraction:.1f}%; demo total {elapsed / 60:.1f} min")
     print(f"report: {out / 'report.md'}")
 
-    payload = {"results": rows, "steps": result.step, "images_per_s": result.images_per_s,
-               "data_wait_fraction": result.data_wait_fraction, "elapsed_s": elapsed}
+    command = "selfsup " + " ".join(shlex.quote(a) for a in (argv or ["demo"]))
+    payload = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads(),
+               "results": rows, "steps": result.step, "images_per_s": result.images_per_s,
+               "data_wait_fraction": result.data_wait_fraction, "elapsed_s": elapsed, "monitor": result.monitor,
+               "monitor_fraction": result.monitor_fraction}
     write_json(out / "results.json", payload)
-    command = "selfsup " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "selfsup demo"
     (out / "report.md").write_text(
         f"# selfsup demo\n\nCommand: `{command}`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}  \n"
         f"Pretraining: {result.step} steps of RELICv2, {result.images_per_s:.0f} source images/s, "

@@ -97,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # parse_known_args lets overrides come after options too (`pretrain demo --quiet k=v`); argparse's
     # intermixed parser cannot be used with sub-commands.
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed, for reports
     if extra:
         if not hasattr(args, "overrides") or any(tok.startswith("-") for tok in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -159,7 +160,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from selfsup.cli.demo import run_demo
 
         run_demo(Path(args.out), recipe=args.recipe, overrides=args.overrides, minutes=args.minutes,
-                 progress=not args.quiet)
+                 progress=not args.quiet, argv=args.argv)
         return 0
     raise AssertionError(args.command)
 

@@ -58,8 +58,10 @@ def test_demo_writes_report(tmp_path, capsys):
         assert name == "report.md" or name == "results.json" or f"({name})" in (out / "report.md").read_text()
     with open(out / "run" / "train_log.csv") as f:  # the online curves the report draws
         assert [r["knn_top1"] != "" for r in csv.DictReader(f)] == [False, True, False, True]
-    results = json.loads((out / "results.json").read_text())["results"]
-    assert set(results) == {"RELICv2 pretrained", "random init"}
+    payload = json.loads((out / "results.json").read_text())
+    assert set(payload["results"]) == {"RELICv2 pretrained", "random init"}
+    assert payload["command"].startswith("selfsup demo --quiet --out ") and payload["steps"] == 4
+    assert "knn_top1" in payload["monitor"] and 0 < payload["monitor_fraction"] < 1
 
 
 def test_errors_are_one_line(tmp_path):
