@@ -103,7 +103,7 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
                "monitor_fraction": result.monitor_fraction}
     write_json(out / "results.json", payload)
     (out / "report.md").write_text(
-        f"# selfsup demo\n\nCommand: `{command}`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}  \n"
+        f"# selfsup demo\n\nCommand: `{command}`  \nDate: {payload['date']}  \n"
         f"Pretraining: {result.step} steps of RELICv2, {result.images_per_s:.0f} source images/s, "
         f"data wait {100 * result.data_wait_fraction:.1f}%, total {elapsed / 60:.1f} min.\n\n"
         f"{table}\n\n{verdict}.\n\n![probes](probes.png)\n\n![neighbours](neighbours.png)\n\n"

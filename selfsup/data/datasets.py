@@ -209,7 +209,7 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got '{split}'")
     name = cfg.dataset
     if name == "shapes":
-        from selfsup.data.shapes import ShapesDataset  # shapes builds on this module
+        from selfsup.data.shapes import BACKGROUND_FAMILIES, ShapesDataset  # shapes builds on this module
 
         size = cfg.train_size if split == "train" else cfg.test_size
         if cfg.limit is not None:
@@ -217,7 +217,7 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
         ds: ImageDataset = ShapesDataset(num_classes=cfg.num_classes, image_size=cfg.image_size, size=size,
                                          split=split, spurious=cfg.spurious, seed=0,
                                          stats_images=min(cfg.train_size, 2048),
-                                         **({"backgrounds": cfg.backgrounds} if cfg.backgrounds else {}))
+                                         backgrounds=BACKGROUND_FAMILIES if cfg.backgrounds is None else cfg.backgrounds)
     elif name == "fashion_mnist":
         ds = load_fashion_mnist(cfg.root, split, cfg.image_size, cfg.limit)
     elif name in ("cifar10", "cifar100"):

@@ -110,6 +110,9 @@ def test_background_subset():
         ShapesDataset(num_classes=5, image_size=8, size=10, backgrounds=("gradiant",))
     with pytest.raises(ConfigError, match="data.backgrounds"):
         ShapesDataset(num_classes=5, image_size=8, size=10, backgrounds=())
+    cfg.backgrounds = []  # an empty list from the command line is an error, not "all"
+    with pytest.raises(ConfigError, match="data.backgrounds"):
+        build_dataset(cfg, "train")
 
 
 def test_all_shapes_render_and_too_many_classes():
