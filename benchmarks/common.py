@@ -4,6 +4,7 @@ raw-pixel baseline and the supervised baseline."""
 from __future__ import annotations
 
 import copy
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,13 @@ from selfsup.eval.run import features, load_backbone
 from selfsup.metrics import knn_classify, topk_accuracy
 
 CALIBRATION_STEPS = 20
+
+
+def machine(cfg=None) -> str:
+    """The machine line of a result: architecture and the threads the runs use (``train.threads`` when a recipe or
+    override sets it, which ``pretrain`` applies only when a run starts; otherwise torch's current count)."""
+    threads = (cfg.train.threads if cfg is not None else None) or torch.get_num_threads()
+    return f"{platform.machine()}, {threads} threads"
 
 
 def calibrated_steps(cfg, budget_s: float, out: Path) -> int:

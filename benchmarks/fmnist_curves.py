@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from selfsup.engine.trainer import pretrain, snapshot_path  # noqa: E402
 from selfsup.eval.plots import plot_learning_curves  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
-from common import calibrated_steps, probes, raw_pixel_probes, supervised  # noqa: E402
+from common import calibrated_steps, machine, probes, raw_pixel_probes, supervised  # noqa: E402
 
 METHODS = {  # recipe -> label
     "relicv2_fmnist": "RELICv2",
@@ -91,7 +90,7 @@ def main() -> None:
 
     command = "python benchmarks/fmnist_curves.py " + " ".join(sys.argv[1:])
     payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "torch": torch.__version__,
-               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "minutes": minutes,
+               "machine": machine(load_config("relicv2_fmnist", args.overrides)), "minutes": minutes,
                "curves": {}, "baselines": {}}
 
     def save() -> None:

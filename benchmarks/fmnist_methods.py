@@ -3,11 +3,13 @@ and DINO with the default multi-crop against DINO with SSLight's view sampling (
 
     .venv/bin/python benchmarks/fmnist_methods.py --minutes 3 [--only dino_fmnist,dino_fmnist_sslight] [key=value ...]
     .venv/bin/python benchmarks/fmnist_methods.py --steps 420 --only dino_fmnist,dino_fmnist_sslight   # equal steps
+    .venv/bin/python benchmarks/fmnist_methods.py --data shapes --steps 312   # the *_shapes recipes on the built-in data
 
 Each method runs its small CPU recipe ``recipes/<method>_fmnist.yaml`` (DINO + SSLight: ``dino_fmnist_sslight``), the
 same backbone (``convnet_tiny``), batch and optimiser family, with the schedule length calibrated so that its cosine
 schedules finish inside the budget (a short timed run first; see ``common.calibrated_steps``). A random-init backbone
-of the same architecture is the baseline of the same run. ``--steps N`` trains every method for the same number of
+of the same architecture is the baseline of the same run. ``--data shapes`` screens the ``<method>_shapes`` recipes on
+the built-in data instead (there is no SSLight DINO variant for it). ``--steps N`` trains every method for the same number of
 steps instead (the comparison SSLight makes: equal epochs, not equal time). Results go to ``benchmarks/results/`` as JSON, a bar chart
 as PNG, and the printed Markdown table is what ``benchmarks/RESULTS.md`` records.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.plots import plot_bars  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
-from common import calibrated_steps, probes  # noqa: E402
+from common import calibrated_steps, machine, probes  # noqa: E402
 
 RUNS = {  # label -> recipe
     "RELICv2": "relicv2_fmnist",
@@ -51,20 +52,24 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=3.0, help="pretraining budget per method")
     ap.add_argument("--steps", type=int, default=None,
                     help="train every method for exactly this many steps instead of a wall-clock budget (no time cap)")
+    ap.add_argument("--data", choices=["fmnist", "shapes"], default="fmnist",
+                    help="which family of small recipes: <method>_fmnist or <method>_shapes")
     ap.add_argument("--only", default=None, help="comma-separated recipe names to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()
     budget = 60 * args.minutes
     tag = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
-    out = args.out / f"fmnist_methods_{tag}"
+    out = args.out / f"{args.data}_methods_{tag}"
     out.mkdir(parents=True, exist_ok=True)
-    runs = {k: v for k, v in RUNS.items() if args.only is None or v in args.only.split(",")}
+    runs = {k: v.replace("_fmnist", f"_{args.data}") for k, v in RUNS.items()
+            if args.data == "fmnist" or not v.endswith("_sslight")}
+    runs = {k: v for k, v in runs.items() if args.only is None or v in args.only.split(",")}
     rows, data = {}, None
     for label, recipe in runs.items():
         cfg = load_config(recipe, [f"out={out / recipe}", "train.progress=false", *args.overrides])
-        if args.steps:
-            cfg.train.steps = args.steps
+        if args.steps:  # equal steps, no wall-clock cap (the recipe's max_time_s would cut a slow run short)
+            cfg.train.steps, cfg.train.max_time_s = args.steps, None
             print(f"{label}: {recipe}, {args.steps} steps", flush=True)
         else:
             steps = calibrated_steps(cfg, budget, out)
@@ -83,18 +88,19 @@ def main() -> None:
         rows[label] = row
         print(f"  linear {row['linear_top1']:.2f}  kNN {row['knn20_top1']:.2f}  {row['images_per_s']:.0f} img/s",
               flush=True)
-    cfg = load_config("relicv2_fmnist", [f"out={out / 'random'}"])
+    cfg = load_config(f"relicv2_{args.data}", [f"out={out / 'random'}"])
     data = data or probe_data(cfg)
     rows["random init (baseline)"] = probes(cfg, load_backbone(cfg, None), data)
 
-    payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {torch.get_num_threads()} "
-               f"threads, {platform.processor() or 'cpu'}", "torch": torch.__version__,
+    payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
+               "machine": machine(load_config(f"relicv2_{args.data}", args.overrides)),
                "command": "python benchmarks/fmnist_methods.py " + " ".join(sys.argv[1:]),
                "budget_min": None if args.steps else args.minutes, "steps": args.steps, "rows": rows}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot_bars({k: {"linear top-1": v["linear_top1"], "kNN top-1": v["knn20_top1"]} for k, v in rows.items()},
               ["linear top-1", "kNN top-1"], out / "methods.png",
-              title=f"Fashion-MNIST, convnet_tiny, {tag} pretraining per method")
+              title=f"{'Fashion-MNIST' if args.data == 'fmnist' else 'built-in shapes'}, {cfg.model.backbone}, "
+                    f"{tag} pretraining per method")
 
     print(f"\n{payload['command']}   ({payload['date']}, {payload['machine']})\n")
     print("| method | recipe | views | alpha | mean PS_g/PS_l | steps | minutes | images/s | data wait | linear top-1 | "

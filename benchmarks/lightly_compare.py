@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
-from common import calibrated_steps, probes  # noqa: E402
+from common import calibrated_steps, machine, probes  # noqa: E402
 
 VENV = ROOT / ".venv-lightly"
 LIGHTLY = "lightly==1.6.0"
@@ -75,7 +74,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/lightly_compare.py " + " ".join(sys.argv[1:])
     payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "torch": torch.__version__,
-               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "rows": []}
+               "machine": machine(load_config(f"{args.methods.split(',')[0]}_fmnist", args.overrides)), "rows": []}
     data = None
     for method in args.methods.split(","):
         recipe = f"{method}_fmnist"

@@ -108,7 +108,13 @@ class Model(torch.nn.Module):
                                       warmup_teacher_temp_epochs=max(1, round(a.teacher_temperature_warmup_epochs)),
                                       student_temp=a.student_temperature, center_momentum=a.center_momentum)
         if a.name in ("byol", "dino"):
-            self.target_backbone, self.target_head = copy.deepcopy(backbone), copy.deepcopy(self.head)
+            self.target_backbone = copy.deepcopy(backbone)
+            if a.name == "dino":  # as lightly's DINO example: a second head (its weight-normed layer cannot be deep-copied)
+                self.target_head = DINOProjectionHead(d, a.hidden_dim, a.bottleneck_dim, a.out_dim,
+                                                      batch_norm=a.head_norm == "batch", norm_last_layer=a.norm_last_layer)
+                self.target_head.load_state_dict(self.head.state_dict())  # teacher starts as the student (DINO)
+            else:
+                self.target_head = copy.deepcopy(self.head)
             deactivate_requires_grad(self.target_backbone)
             deactivate_requires_grad(self.target_head)
 

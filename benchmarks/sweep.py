@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,7 +30,7 @@ from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
-from common import calibrated_steps, probes  # noqa: E402
+from common import calibrated_steps, machine, probes  # noqa: E402
 
 
 def variants(grid, explicit):
@@ -65,7 +63,7 @@ def main() -> None:
     command = "python benchmarks/sweep.py " + " ".join(
         f'"{a}"' if " " in a else a for a in sys.argv[1:])
     payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command,
-               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "rows": []}
+               "machine": machine(load_config(args.recipe, args.overrides)), "rows": []}
     data = None
     for i, var in enumerate(variants(args.grid, args.variant)):
         cfg = load_config(args.recipe, [f"out={out / f'v{i}'}", "train.progress=false", *args.overrides, *var])

@@ -48,7 +48,8 @@ def test_pretrain_then_eval_linear_and_knn(tmp_path, capsys):
 def test_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [o for o in TINY if not o.startswith("train.steps")] + [
-        "train.steps=4", "eval.knn.k=[5]", "monitor.knn_every_steps=2", "monitor.knn_train_size=32"]
+        "train.steps=4", "eval.knn.k=[5]", "monitor.online_linear=true", "monitor.knn_every_steps=2",
+        "monitor.knn_train_size=32"]
     assert main(["demo", "--quiet", "--out", str(out), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "RELICv2 pretrained" in printed and "random init" in printed
