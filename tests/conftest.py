@@ -16,7 +16,6 @@ TINY = [
     "model.backbone=convnet_tiny", "method.name=relicv2", "method.projector_hidden=32", "method.projector_dim=16",
     "method.predictor_hidden=32", "method.num_negatives=4", "train.batch_size=16", "train.steps=6",
     "train.progress=false", "train.ckpt_every_steps=2", "optim.warmup_steps=1", "eval.batch_size=64",
-    "monitor.online_linear=false", "monitor.knn_every_steps=0",  # the small recipes turn the monitor on; tests opt in
 ]
 
 

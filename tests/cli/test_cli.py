@@ -48,8 +48,7 @@ def test_pretrain_then_eval_linear_and_knn(tmp_path, capsys):
 def test_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [o for o in TINY if not o.startswith("train.steps")] + [
-        "train.steps=4", "eval.knn.k=[5]", "monitor.online_linear=true", "monitor.knn_every_steps=2",
-        "monitor.knn_train_size=32"]
+        "train.steps=4", "eval.knn.k=[5]", "monitor.knn_every_steps=2", "monitor.knn_train_size=32"]
     assert main(["demo", "--quiet", "--out", str(out), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "RELICv2 pretrained" in printed and "random init" in printed
@@ -91,7 +90,7 @@ def test_corrupt_image_is_named_and_skip_mode_counts(tmp_path):
         Image.new("RGB", (20, 24), (10 * i, 50, 90)).save(root / f"img{i:02d}.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
     common = [*TINY, "data.dataset=folder", f"data.root={root}", f"out={tmp_path / 'run'}", "train.steps=2",
-              "train.batch_size=8"]
+              "train.batch_size=8", "monitor.knn_every_steps=0"]  # unlabelled folder: no monitor notice before the error
     proc = _cli("pretrain", *common)
     assert proc.returncode == 2
     assert "broken.jpg" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
