@@ -88,7 +88,9 @@ def main() -> None:
         rows[label] = row
         print(f"  linear {row['linear_top1']:.2f}  kNN {row['knn20_top1']:.2f}  {row['images_per_s']:.0f} img/s",
               flush=True)
-    cfg = load_config(f"relicv2_{args.data}", [f"out={out / 'random'}"])
+    # the baseline is the runs' backbone: the overrides of model, data and eval keys apply to it too
+    same = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data", "eval", "seed")]
+    cfg = load_config(f"relicv2_{args.data}", [f"out={out / 'random'}", *same])
     data = data or probe_data(cfg)
     rows["random init (baseline)"] = probes(cfg, load_backbone(cfg, None), data)
 
