@@ -88,7 +88,7 @@ def main() -> None:
         rows[label] = row
         print(f"  linear {row['linear_top1']:.2f}  kNN {row['knn20_top1']:.2f}  {row['images_per_s']:.0f} img/s",
               flush=True)
-    # the baseline is the runs' backbone: the overrides of model, data and eval keys apply to it too
+    # the baseline is the runs' backbone: the overrides of model, data, eval and seed apply to it too
     same = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data", "eval", "seed")]
     cfg = load_config(f"relicv2_{args.data}", [f"out={out / 'random'}", *same])
     data = data or probe_data(cfg)
