@@ -66,8 +66,9 @@ def main() -> None:
     data = None
     for i, var in enumerate(variants(args.grid, args.variant)):
         cfg = load_config(args.recipe, [f"out={out / f'v{i}'}", "train.progress=false", *args.overrides, *var])
-        if args.steps:
-            cfg.train.steps, cfg.train.max_time_s = args.steps, None
+        if args.steps:  # a variant that sets train.steps itself keeps it (e.g. half the batch, twice the steps)
+            own = any(v.startswith("train.steps=") for v in var)
+            cfg.train.steps, cfg.train.max_time_s = (cfg.train.steps if own else args.steps), None
         else:
             cfg.train.steps, cfg.train.max_time_s = calibrated_steps(cfg, 60 * args.minutes, out), 60 * args.minutes
         t0 = time.perf_counter()
