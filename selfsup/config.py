@@ -15,6 +15,7 @@ Names follow the papers: views are *large*/*small* (RELICv2; SSLight calls them 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class DataConfig:
     # any dataset
     limit: Optional[int] = None  # use only the first N images of each split (quick runs)
     skip_corrupt: bool = False  # skip unreadable images (counted and logged) instead of stopping
+    max_pixels: int = 89_478_485  # folders: refuse an image above this many pixels before decoding it (Pillow's limit)
     workers: int = 0  # DataLoader worker processes
     mean: Optional[List[float]] = None  # normalisation; None takes the dataset's own statistics
     std: Optional[List[float]] = None
@@ -62,6 +64,7 @@ class DataConfig:
         _unit("data.spurious", self.spurious)
         if self.limit is not None:
             _positive("data.limit", self.limit)
+        _positive("data.max_pixels", self.max_pixels)
         if self.workers < 0:
             raise ConfigError(f"data.workers must be >= 0, got {self.workers}")
         for key in ("mean", "std"):
@@ -207,6 +210,12 @@ class OptimConfig:
             raise ConfigError("optim warm-up must be >= 0")
         if self.weight_decay_end is not None and self.weight_decay_end < 0:
             raise ConfigError(f"optim.weight_decay_end must be >= 0, got {self.weight_decay_end}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two values in [0, 1), got {list(self.betas)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
+        if self.trust_coefficient <= 0:
+            raise ConfigError(f"optim.trust_coefficient must be > 0, got {self.trust_coefficient}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
 
@@ -241,6 +250,11 @@ class TrainConfig:
             _positive("train.steps", self.steps)
         elif self.epochs <= 0:
             raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if self.max_time_s is not None:
+            _positive("train.max_time_s", self.max_time_s)
+        if self.threads is not None:
+            _positive("train.threads", self.threads)
+        _positive("train.ckpt_every_minutes", self.ckpt_every_minutes)
         _positive("train.devices", self.devices)
         _positive("train.num_nodes", self.num_nodes)
         _positive("train.ckpt_every_steps", self.ckpt_every_steps)
@@ -358,6 +372,7 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> "Config":
+        _check_finite(self, "")
         for part in (self.data, self.views, self.model, self.optim, self.train, self.eval, self.monitor):
             part.validate()
         if hasattr(self.method, "validate"):
@@ -406,14 +421,16 @@ def list_recipes() -> List[str]:
 def find_recipe(name_or_path: str) -> Path:
     """A recipe by file path or by name (``relicv2_shapes`` finds ``recipes/relicv2_shapes.yaml``)."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise ConfigError(f"recipe file not found: {p}")
         return p
-    for d in recipe_dirs():
+    for d in recipe_dirs():  # a name: a folder of that name in the working directory (a run's out) does not shadow it
         cand = d / f"{name_or_path}.yaml"
         if cand.is_file():
             return cand
+    if p.exists():
+        raise ConfigError(f"recipe '{p}' is a folder, not a recipe file or a recipe name")
     hint = _did_you_mean(name_or_path, list_recipes())
     raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; available: {', '.join(list_recipes()) or 'none'}")
 
@@ -447,6 +464,8 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.base_lr=0.1)")
+        if item.endswith("=") or not item.partition("=")[2].strip():
+            raise ConfigError(f"override '{item}' has no value; write {item.partition('=')[0]}=null to unset it")
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
@@ -461,7 +480,10 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
     if recipe is not None:
         layers.extend(_recipe_layers(find_recipe(recipe), ()))
     layers.append(_parse_overrides(overrides))
-    raw = _merge_layers(layers)
+    try:
+        raw = _merge_layers(layers)
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
+        raise ConfigError(_culprit(overrides, exc)) from None
 
     method_name = OmegaConf.select(raw, "method.name", default="relicv2")
     if method_name not in METHOD_ARGS:
@@ -477,8 +499,27 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(_omega_msg(exc, schema)) from None
+    except (TypeError, ValueError) as exc:  # e.g. a mapping where the schema has a list: OmegaConf raises TypeError
+        raise ConfigError(_culprit(overrides, exc, schema)) from None
     assert isinstance(cfg, Config)
     return cfg.validate()
+
+
+def _culprit(overrides: Sequence[str], exc: BaseException, schema: Optional[DictConfig] = None) -> str:
+    """One line for a merge that failed with a plain TypeError/ValueError: the override that causes it, found by
+    merging each alone (a recipe file's value otherwise)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for item in overrides:
+        try:
+            layer = OmegaConf.from_dotlist([item])
+            if schema is not None:
+                OmegaConf.to_object(OmegaConf.merge(schema, layer))
+            else:
+                OmegaConf.merge(OmegaConf.create({}), layer)
+        except (OmegaConfBaseException, TypeError, ValueError):
+            key, _, value = item.partition("=")
+            return f"bad value for '{key}': {value!r} does not fit the option's type ({text})"
+    return f"bad value in the recipe: {text}"
 
 
 def _merge_layers(layers: Sequence[DictConfig]) -> DictConfig:
@@ -540,6 +581,22 @@ def _choice(key: str, value: Any, options: Sequence[Any]) -> None:
     if value not in options:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, options))}; got '{value}'"
                           f"{_did_you_mean(str(value), [str(o) for o in options])}")
+
+
+def _check_finite(obj: Any, key: str) -> None:
+    """Every float anywhere in the config (lists included) is finite: ``nan`` and ``inf`` are never a setting (a time
+    budget or schedule length is unlimited with ``null``, not ``inf``)."""
+    if is_dataclass(obj):
+        for f in fields(obj):
+            _check_finite(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_finite(v, key)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{key} must be a finite number, got {obj}")
 
 
 def _positive(key: str, value: float) -> None:

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "relicv2_shapes")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run exactly: a checkpoint, a run folder, or nothing for <out>/last.ckpt")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="resume even though the config differs from the checkpoint's (refused otherwise)")
 
     ev = sub.add_parser("eval", help="evaluate a frozen backbone (linear, knn)")
     esub = ev.add_subparsers(dest="protocol", parser_class=_Parser, metavar="PROTOCOL")
@@ -174,13 +176,15 @@ def _pretrain(args: argparse.Namespace) -> int:
         overrides.append("train.progress=false")
     cfg = load_config(args.recipe, overrides)
     try:
-        result = pretrain(cfg, resume=args.resume)
+        result = pretrain(cfg, resume=args.resume, allow_changes=args.allow_changes)
     finally:  # also for a killed or diverged run: the curves up to its last step
         curves = _draw_curves(Path(cfg.out), cfg.name)
     state = "stopped early (time budget) at" if result.stopped_early else "finished"
     print(f"pretrain {state} step {result.step}/{result.total_steps}: last loss {result.losses[-1]:.4f}, "
           f"{result.images_per_s:.0f} images/s, data wait {100 * result.data_wait_fraction:.1f}%"
           if result.losses else f"nothing to do: already at step {result.step}/{result.total_steps}")
+    if result.skipped:
+        print(f"skipped {result.skipped} unreadable images (data.skip_corrupt=true; the log names each once)")
     if result.monitor:
         print("monitor: " + ", ".join(f"{MONITOR_NAMES.get(k, k)} {v:.2f}%" for k, v in result.monitor.items())
               + f" (test subset; {100 * result.monitor_fraction:.1f}% of the run's time)")
@@ -207,8 +211,10 @@ def _draw_curves(out: Path, name: str) -> Optional[Path]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from selfsup.eval.run import config_for, load_backbone, run_knn, run_linear, write_json
+    from selfsup.eval.run import check_output_file, config_for, load_backbone, run_knn, run_linear, write_json
 
+    if args.out:
+        check_output_file(Path(args.out))
     cfg = config_for(args.checkpoint, args.recipe, args.overrides)
     backbone = load_backbone(cfg, None if args.random_init else args.checkpoint)
     source = "random init" if args.random_init else args.checkpoint

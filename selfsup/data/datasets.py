@@ -32,6 +32,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -69,6 +70,7 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS; data.max_pixels
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -513,34 +515,98 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _walk_images(directory: Path) -> List[Path]:
-    """Image files under ``directory`` (recursively, hidden entries skipped), in sorted order."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
-    return out
+class _Scan:
+    """The bounded walk of one folder tree (:func:`_iter_images`): regular image files only, every directory entered
+    at most once (by device and inode, so a symlink to a parent, to itself or to a sibling cannot repeat or loop), and
+    the directories in ``exclude`` (the test split inside a training root) never entered. ``ignored`` counts what was
+    named like an image but is not a regular file (FIFO, socket, device or a link to one, a dangling link); ``repeats``
+    the directories reached a second time through a link."""
+
+    def __init__(self, exclude: Sequence[os.PathLike] = ()) -> None:
+        self.seen: set = set()
+        for d in exclude:
+            key = _dir_key(Path(d))
+            if key is not None:
+                self.seen.add(key)
+        self.ignored: List[str] = []
+        self.repeats: List[str] = []
+
+    def report(self, directory: Path) -> None:
+        if self.ignored:
+            log.warning("%s: ignoring %d entries named like images that are not regular files (FIFO, device, socket or "
+                        "dangling link), e.g. %s", directory, len(self.ignored), self.ignored[0])
+        if self.repeats:
+            log.warning("%s: %d folders are reached a second time through a symlink (e.g. %s); each is read once",
+                        directory, len(self.repeats), self.repeats[0])
 
 
-def _class_dirs(directory: Path) -> List[str]:
-    """Sorted names of the sub-folders of ``directory`` that hold at least one image (the ImageFolder classes)."""
-    names = []
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_dir():
+def _dir_key(path: Path) -> Optional[Tuple[int, int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _iter_images(directory: Path, scan: _Scan, recursive: bool = True):
+    """Yield the image files under ``directory`` in sorted order (depth first, hidden entries skipped), lazily, so a
+    caller that needs only the first one stops early. Never blocks on or reads anything: entries are classified by
+    ``stat`` alone."""
+    key = _dir_key(directory)
+    if key is None or key in scan.seen:
+        if key is not None:
+            scan.repeats.append(str(directory))
+        return
+    scan.seen.add(key)
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list {directory}: {exc.strerror or _one_line(exc)}") from None
+    subdirs = []
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            if any(_is_image(f) for f in filenames):
-                names.append(entry.name)
-                break
+        try:
+            mode = entry.stat(follow_symlinks=True).st_mode
+        except OSError:  # dangling link, permission
+            if _is_image(entry.name):
+                scan.ignored.append(entry.path)
+            continue
+        if stat.S_ISDIR(mode):
+            subdirs.append(Path(entry.path))
+        elif _is_image(entry.name):
+            if stat.S_ISREG(mode):
+                yield Path(entry.path)
+            else:
+                scan.ignored.append(entry.path)
+    if recursive:
+        for sub in subdirs:
+            yield from _iter_images(sub, scan, recursive)
+
+
+def _class_dirs(directory: Path, exclude: Sequence[os.PathLike] = ()) -> List[str]:
+    """Sorted names of the sub-folders of ``directory`` that hold at least one image (the ImageFolder classes);
+    ``exclude`` folders (and links to them) are not classes."""
+    excluded = {k for k in (_dir_key(Path(d)) for d in exclude) if k is not None}
+    names = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list {directory}: {exc.strerror or _one_line(exc)}") from None
+    for entry in entries:
+        path = Path(entry.path)
+        key = _dir_key(path)
+        if entry.name.startswith(".") or key is None or key in excluded:
+            continue
+        scan = _Scan(exclude)
+        scan.seen.add(_dir_key(directory))  # a class folder linking back to the root is not a way into other classes
+        if next(_iter_images(path, scan), None) is not None:
+            names.append(entry.name)
     return names
 
 
-def _split_dir(cfg: DataConfig, split: str) -> Path:
-    root = Path(cfg.root).expanduser()  # type: ignore[arg-type]
-    if not root.is_dir():
-        raise DataError(f"data.root {root} does not exist or is not a directory")
-    if split == "train":
-        return root / "train" if (root / "train").is_dir() else root
+def _test_dir(cfg: DataConfig, root: Path) -> Optional[Path]:
+    """The test folder for ``data.root`` (``data.test_root``, else ``ROOT/val`` or ``ROOT/test``), or None."""
     if cfg.test_root:
         test = Path(cfg.test_root).expanduser()
         if not test.is_dir():
@@ -549,23 +615,47 @@ def _split_dir(cfg: DataConfig, split: str) -> Path:
     for sub in ("val", "test"):
         if (root / sub).is_dir():
             return root / sub
-    raise DataError(f"no test images for data.root={root}: create {root}/val or {root}/test, or pass data.test_root=DIR")
+    return None
+
+
+def _split_dir(cfg: DataConfig, split: str) -> Path:
+    root = Path(cfg.root).expanduser()  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise DataError(f"data.root {root} does not exist or is not a directory")
+    if split == "train":
+        return root / "train" if (root / "train").is_dir() else root
+    test = _test_dir(cfg, root)
+    if test is None:
+        raise DataError(f"no test images for data.root={root}: create {root}/val or {root}/test, or pass "
+                        f"data.test_root=DIR")
+    return test
+
+
+def _train_exclude(cfg: DataConfig) -> List[Path]:
+    """Folders the training split must not read: the test folder, wherever it is (``ROOT/val`` when the training
+    images are ``ROOT`` itself, or a ``data.test_root`` inside the training tree). A test image is never trained on."""
+    root = Path(cfg.root).expanduser()  # type: ignore[arg-type]
+    test = _test_dir(cfg, root) if root.is_dir() else None
+    return [test] if test is not None else []
 
 
 def folder_dataset(cfg: DataConfig, split: str) -> "FolderDataset":
     """The ``split`` of a folder dataset (see :class:`FolderDataset` for the layouts).
 
-    Train: ``ROOT/train`` if present, else ``ROOT``. Test: ``data.test_root``, else ``ROOT/val`` or ``ROOT/test``.
-    The test split takes its class indices from the train folder's classes, so labels agree between the splits.
+    Train: ``ROOT/train`` if present, else ``ROOT`` without its test folder. Test: ``data.test_root``, else
+    ``ROOT/val`` or ``ROOT/test``. The test split takes its class indices from the train folder's classes, so labels
+    agree between the splits.
     """
     if not cfg.root:
         raise ConfigError("data.root is required for data.dataset=folder")
     directory = _split_dir(cfg, split)
+    exclude = _train_exclude(cfg)
     classes = None
     if split == "test":
-        train_classes = _class_dirs(_split_dir(cfg, "train"))
-        classes = train_classes or None
-    return FolderDataset(directory, cfg.image_size, classes=classes, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit)
+        classes = _class_dirs(_split_dir(cfg, "train"), exclude) or None
+        exclude = []
+    return FolderDataset(directory, cfg.image_size, classes=classes, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit,
+                         exclude=exclude, max_pixels=cfg.max_pixels)
 
 
 class FolderDataset(ImageDataset):
@@ -574,50 +664,65 @@ class FolderDataset(ImageDataset):
     * Layout: if sub-folders of ``directory`` hold images they are the classes (sorted names, label = position; files
       directly in ``directory`` are then ignored, with a warning); otherwise the images directly in ``directory`` are
       unlabelled (label ``-1``, ``num_classes`` None). ``classes`` fixes the class list (the train split's, for a test
-      split); a folder class missing from it is a :class:`DataError`.
-    * Files: extensions jpg, jpeg, png, bmp, gif, webp, tif, tiff (any case); hidden files are skipped; order is sorted,
-      and ``limit`` keeps the first N.
+      split); a folder class missing from it is a :class:`DataError`. ``exclude`` folders are never read (the test
+      split, when it lies inside the training folder).
+    * Files: extensions jpg, jpeg, png, bmp, gif, webp, tif, tiff (any case); regular files only (a FIFO, device or
+      socket named like an image, or a link to one, is ignored with a warning); hidden files are skipped; every folder
+      is read once however many links reach it (no cycles, no repeats); order is sorted, and ``limit`` keeps the
+      first N.
     * Decoding: ``torchvision.io.decode_image`` (mode RGB: grayscale replicated, alpha dropped; first frame of an
-      animated GIF) on the file's bytes; formats it does not read (BMP, TIFF) go through Pillow. Then the short side is
-      resized to ``image_size`` (antialiased) and the centre square cropped.
+      animated GIF) on the file's bytes; formats it does not read (BMP, TIFF) go through Pillow. An image above
+      ``max_pixels`` is refused from its header, before it is decoded; 16-bit images are scaled to 8 bits. Then the
+      short side is resized to ``image_size`` (antialiased) and the centre square cropped.
     * Errors: an unreadable image raises a one-line ``DataError("cannot read image <path>: <reason>")``; with
-      ``skip_corrupt`` the item is ``None`` instead, a warning names the file (logger ``selfsup.data``) and
-      ``num_skipped`` counts it (per process: with DataLoader workers, :func:`collate`'s ``skipped`` is the reliable
-      count).
+      ``skip_corrupt`` the item is ``None`` instead, a warning names the file the first time it is skipped (logger
+      ``selfsup.data``) and ``num_skipped`` counts it (per process: with DataLoader workers, :func:`collate`'s
+      ``skipped`` is the reliable count, which the trainer sums).
     * Statistics: ImageNet's mean and std.
     """
 
     def __init__(self, directory: os.PathLike, image_size: int, *, classes: Optional[List[str]] = None,
-                 skip_corrupt: bool = False, limit: Optional[int] = None):
+                 skip_corrupt: bool = False, limit: Optional[int] = None, exclude: Sequence[os.PathLike] = (),
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"image folder {directory} does not exist or is not a directory")
-        found = _class_dirs(directory)
+        found = _class_dirs(directory, exclude)
         files: List[Path] = []
         labels: List[int] = []
+        scan = _Scan(exclude)
         if found:
             class_list = list(classes) if classes else found
             index = {c: k for k, c in enumerate(class_list)}
             unknown = [c for c in found if c not in index]
             if unknown:
                 raise DataError(f"{directory} has classes that the training folder does not: {', '.join(unknown[:5])}")
+            # each class is walked on its own; the root and the other classes' folders count as seen, so a link into
+            # another class (or back to the root) neither repeats images nor gives them a second label
+            base = set(scan.seen) | {_dir_key(directory)}
+            class_keys = {c: _dir_key(directory / c) for c in found}
             for c in found:
-                paths = _walk_images(directory / c)
+                scan.seen = base | {k for other, k in class_keys.items() if other != c}
+                paths = list(_iter_images(directory / c, scan))
                 files.extend(paths)
                 labels.extend([index[c]] * len(paths))
-            loose = [f for f in sorted(os.listdir(directory)) if _is_image(f) and (directory / f).is_file()]
+            loose = list(_iter_images(directory, _Scan(), recursive=False))
             if loose:
                 log.warning("%s: ignoring %d images outside the class folders", directory, len(loose))
             self.num_classes: Optional[int] = len(class_list)
             self.class_names: Optional[List[str]] = class_list
         else:
-            files = [directory / f for f in sorted(os.listdir(directory))
-                     if _is_image(f) and (directory / f).is_file()]
+            files = list(_iter_images(directory, scan, recursive=False))
             labels = [-1] * len(files)
             self.num_classes = None
             self.class_names = None
+        scan.report(directory)
+        for d in exclude:
+            if Path(d).is_dir():
+                log.info("%s: %s is the test split and is not read for training", directory, d)
         if not files:
-            raise DataError(f"no images in {directory} (looked for {', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+            raise DataError(f"no images in {directory} (looked for regular files named "
+                            f"{', '.join('*' + e for e in IMAGE_EXTENSIONS)})")
         if limit is not None:
             files, labels = files[:limit], labels[:limit]
         self.directory = directory
@@ -626,7 +731,9 @@ class FolderDataset(ImageDataset):
         self._label_list = labels
         self.image_size = int(image_size)
         self.skip_corrupt = skip_corrupt
+        self.max_pixels = max_pixels
         self.num_skipped = 0
+        self._warned: set = set()
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.has_masks = False
 
@@ -634,27 +741,90 @@ class FolderDataset(ImageDataset):
         i = self._check_index(index)
         path = self.files[i]
         try:
-            image = load_image(path, self.image_size)
+            image = load_image(path, self.image_size, max_pixels=self.max_pixels)
         except DataError as exc:
             if not self.skip_corrupt:
                 raise
             self.num_skipped += 1
-            log.warning("skipping %s", exc)
+            if i not in self._warned:  # once per file, not once per epoch
+                self._warned.add(i)
+                log.warning("skipping %s", exc)
             return None
         return {"image": image, "label": self._label_list[i], "index": i}
 
 
-def decode_image_file(path: os.PathLike) -> Tensor:
-    """uint8 ``(3, H, W)`` RGB of an image file; any failure -> one-line ``DataError`` naming the file."""
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file. Opened non-blocking and checked with ``fstat`` before reading, so
+    a FIFO (which would block forever) or a device (which would read without end) is an error, not a hang."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"cannot read image {path}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def _check_pixels(path: Path, data: bytes, max_pixels: Optional[int]) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels, before anything is decoded (a
+    decompression bomb: a few KB of PNG that decode to gigabytes). Headers Pillow cannot parse are left to the
+    decoder, which reports them."""
+    if max_pixels is None:
+        return
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:  # above twice Pillow's own limit: its message has the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found is None or int(found.group(1)) > max_pixels:
+            count = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow accepts"
+            raise DataError(f"cannot read image {path}: {count}, above data.max_pixels={max_pixels:,} "
+                            f"(raise it to read larger images)") from None
+        return
+    except Exception:  # noqa: BLE001 - not for us to judge here: the decoder names the problem
+        return
+    if w * h > max_pixels:
+        raise DataError(f"cannot read image {path}: {w} x {h} = {w * h:,} pixels, above data.max_pixels={max_pixels:,} "
+                        f"(raise it to read larger images)")
+
+
+def _to_uint8(img: Tensor) -> Tensor:
+    """8-bit RGB from a decoded image of another depth: 16-bit (PNG, TIFF) scaled by 255/65535, not truncated."""
+    if img.dtype == torch.uint8:
+        return img
+    if img.dtype == torch.uint16 or img.dtype == torch.int32:
+        return (img.to(torch.float32) * (255.0 / 65535.0)).round_().clamp_(0, 255).to(torch.uint8)
+    if img.is_floating_point():
+        scale = 255.0 if float(img.max()) <= 1.0 else 1.0
+        return (img.to(torch.float32) * scale).round_().clamp_(0, 255).to(torch.uint8)
+    raise DataError(f"unsupported pixel type {img.dtype}")
+
+
+def decode_image_file(path: os.PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tensor:
+    """uint8 ``(3, H, W)`` RGB of an image file; any failure -> one-line ``DataError`` naming the file.
+
+    Only regular files are read (:func:`_read_regular_file`); an image declaring more than ``max_pixels`` pixels is
+    refused before decoding (None: no limit); 16-bit images are scaled to 8 bits (:func:`_to_uint8`).
+    """
     from torchvision.io import ImageReadMode, decode_image
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
+    data = _read_regular_file(path)
     if not data:
         raise DataError(f"cannot read image {path}: empty file")
+    _check_pixels(path, data, max_pixels)
     try:
         img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         if img.ndim == 4:  # animated GIF: first frame
@@ -667,7 +837,10 @@ def decode_image_file(path: os.PathLike) -> Tensor:
             raise DataError(f"cannot read image {path}: {_one_line(reason)}") from None
     if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] == 0 or img.shape[2] == 0:
         raise DataError(f"cannot read image {path}: decoded to an unexpected shape {tuple(img.shape)}")
-    return img
+    try:
+        return _to_uint8(img)
+    except DataError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 def _decode_pil(data: bytes) -> Tensor:
@@ -675,16 +848,20 @@ def _decode_pil(data: bytes) -> Tensor:
 
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray: convert("RGB") would clip at 255
+            arr = np.asarray(im).astype(np.float32) * (255.0 / 65535.0)
+            gray = torch.from_numpy(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+            return gray.expand(3, *gray.shape).contiguous()
         rgb = im.convert("RGB")
         arr = np.asarray(rgb, dtype=np.uint8).copy()
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: os.PathLike, size: int) -> Tensor:
+def load_image(path: os.PathLike, size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tensor:
     """Decode ``path`` (:func:`decode_image_file`), resize its short side to ``size`` (antialiased), crop the centre."""
     from torchvision.transforms.v2 import functional as TF
 
-    img = decode_image_file(path)
+    img = decode_image_file(path, max_pixels)
     h, w = img.shape[-2:]
     if min(h, w) != size:
         img = TF.resize(img, [size], antialias=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -48,6 +49,24 @@ def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` a copy of ``src`` (a hard link where the filesystem allows: no bytes are copied)."""
+    src, dst = Path(src), Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a missing, truncated or foreign file is a one-line error."""
     path = Path(path)
@@ -62,7 +81,30 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a selfsup checkpoint")
+    problem = _structure_problem(state)
+    if problem:
+        raise CheckpointError(f"{path} is a damaged selfsup checkpoint: {problem}")
     return state
+
+
+def _structure_problem(state: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with a loaded checkpoint's structure (None if nothing): the keys every consumer reads."""
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' must be a non-negative integer, got {step!r}"[:200]
+    method = state.get("method")
+    if not isinstance(method, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in method.items()):
+        return "'method' must map parameter names to tensors"
+    if not isinstance(state.get("optimizer"), dict):
+        return "'optimizer' must be a dict"
+    if not isinstance(state.get("config"), dict):
+        return "'config' must be a dict"
+    for key in ("total_steps", "skipped"):
+        if key in state and (not isinstance(state[key], int) or state[key] < 0):
+            return f"'{key}' must be a non-negative integer"
+    if "trained_s" in state and not (isinstance(state["trained_s"], (int, float)) and state["trained_s"] >= 0):
+        return "'trained_s' must be a non-negative number"
+    return None
 
 
 def save_backbone(path: Path, backbone: nn.Module, config_yaml: str, extra: Optional[Dict[str, str]] = None) -> None:

@@ -10,9 +10,17 @@ itself is ours, about one screen, because the guarantees we need are step-exact:
   curve on the CPU. Lightning's Trainer restarts an interrupted epoch and pickles arbitrary objects in its checkpoints.
 * **DDP equals one process.** Each rank takes its slice of the same global batch and view parameters, and losses gather
   embeddings across ranks, so 2 processes compute the gradient of the 1-process loss (``tests/engine/test_ddp.py``).
-* **Nothing lost.** Checkpoints are atomic, every ``ckpt_every_steps`` steps or ``ckpt_every_minutes`` minutes, on
-  SIGTERM/SIGINT and at the end. A NaN/inf loss stops the run before the update is applied, keeping the last good
-  checkpoint.
+* **Nothing lost.** Checkpoints are atomic, at step 0, every ``ckpt_every_steps`` steps or ``ckpt_every_minutes``
+  minutes, on SIGTERM/SIGINT and at the end. A NaN/inf loss stops the run before the update is applied.
+* **A good checkpoint is a verified one.** A checkpoint is written only if every tensor it holds is finite, and it
+  becomes ``last_good.ckpt`` once the loss computed from its weights (the next step's) is finite too. When a loss is
+  not finite and ``last.ckpt`` holds the weights that produced it (a diverging update, finite but huge), that file is
+  moved aside (``nonfinite_step<N>.ckpt``) and ``last_good.ckpt`` takes its place, so ``--resume`` continues from
+  weights known to give a finite loss.
+* **Resume means continue exactly.** The checkpoint's config is compared with the run's, key by key; any difference
+  in what shapes training (method, model, optimiser, views, data, batch, seed, schedule) is refused with one line
+  naming the keys, unless ``allow_changes`` (CLI ``--allow-changes``). Keys that only steer logging, checkpoints,
+  devices and evaluation (:data:`RESUME_FREE_KEYS`) may change freely.
 """
 
 from __future__ import annotations
@@ -34,13 +42,13 @@ from torch.utils.data import DataLoader, Sampler
 from selfsup.config import Config, to_dict, to_yaml
 from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
-from selfsup.engine.checkpoint import load_checkpoint, save_backbone, save_checkpoint
+from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
 from selfsup.engine.ema import ema_update
 from selfsup.engine.monitor import build_monitor
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine)
-from selfsup.errors import CheckpointError, ConfigError, NonFiniteLossError
+from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from selfsup.methods import Method, StepContext, build_method
 
 log = logging.getLogger("selfsup.engine")
@@ -101,13 +109,14 @@ class RunResult:
     elapsed_s: float = 0.0
     monitor: Dict[str, float] = field(default_factory=dict)  # the last kNN / online-classifier test values
     monitor_fraction: float = 0.0  # share of this invocation's wall-clock time spent in the quality monitor
+    skipped: int = 0  # unreadable images skipped (data.skip_corrupt) over the whole run, all processes, resumes included
 
 
 class _StepLog:
     """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
 
     FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
-              "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction"]
+              "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped"]
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
@@ -139,32 +148,61 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+def check_devices(t) -> None:
+    """One-line errors for devices this machine does not have (Fabric would raise deep inside its setup)."""
+    import os
+
+    if t.num_nodes > 1:  # other machines' devices cannot be checked from here
+        return
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if t.accelerator in ("cuda", "gpu") and gpus == 0:
+        raise ConfigError(f"train.accelerator={t.accelerator}, but this machine has no CUDA GPU "
+                          f"(use train.accelerator=cpu or auto)")
+    if t.accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("train.accelerator=mps, but MPS is not available on this machine")
+    on_gpu = t.accelerator in ("cuda", "gpu") or (t.accelerator == "auto" and gpus > 0)
+    if on_gpu and t.devices > gpus:
+        raise ConfigError(f"train.devices={t.devices}, but this machine has {gpus} GPU(s)")
+    cores = os.cpu_count() or 1
+    if not on_gpu and t.accelerator != "mps" and t.devices > cores:
+        raise ConfigError(f"train.devices={t.devices} CPU processes, but this machine has {cores} cores")
+
+
 def make_fabric(cfg: Config, out_dir: Path):
     from lightning.fabric import Fabric
     from lightning.fabric.loggers import TensorBoardLogger
 
     t = cfg.train
+    check_devices(t)
     loggers = [TensorBoardLogger(root_dir=str(out_dir), name="tensorboard", version="")]
     return Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                   precision=resolve_precision(t.precision, t.accelerator), loggers=loggers)
 
 
-def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optional[int] = None) -> RunResult:
+def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optional[int] = None,
+             allow_changes: bool = False) -> RunResult:
     """Pretrain ``cfg.method`` on ``cfg.data``; see the module docstring for the guarantees.
 
-    ``resume``: a checkpoint path, a run folder, or "auto" (``<out>/last.ckpt`` if it exists).
+    ``resume``: a checkpoint path, a run folder, or "auto" (``<out>/last.ckpt`` if it exists; if not, the run says
+    so and starts at step 0). ``allow_changes``: resume even if the config differs from the checkpoint's.
     ``stop_at_step``: stop (with a checkpoint) once this many steps are done, as if killed there; for tests.
     """
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out={out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"out={out_dir} cannot be created: {exc.strerror or exc}") from None
     fabric = make_fabric(cfg, out_dir)
     if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
-        return fabric.launch(_run, cfg, out_dir, resume, stop_at_step)
+        return fabric.launch(_run, cfg, out_dir, resume, stop_at_step, allow_changes)
     fabric.launch()
-    return _run(fabric, cfg, out_dir, resume, stop_at_step)
+    return _run(fabric, cfg, out_dir, resume, stop_at_step, allow_changes)
 
 
-def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int]) -> RunResult:
+def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int],
+         allow_changes: bool = False) -> RunResult:
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -193,18 +231,30 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
 
     start_step = 0
     trained_s = 0.0  # wall-clock seconds of training before this invocation (resumed runs), for the snapshots
+    skipped_before = 0  # unreadable images skipped before this invocation (all processes)
     ckpt_path = out_dir / "last.ckpt"
+    good_path = out_dir / "last_good.ckpt"
+    pending: Optional[int] = None  # the step of last.ckpt while no loss from its weights has been seen finite
     if resume:
         path = ckpt_path if resume == "auto" else Path(resume)
-        if resume != "auto" or path.exists():
+        if path.is_dir():
+            path = path / "last.ckpt"
+        if resume == "auto" and not path.exists():
+            if fabric.is_global_zero:
+                log.warning("nothing to resume: %s does not exist; starting at step 0", path)
+        else:
             state = load_checkpoint(path)
-            _check_compatible(state, cfg, path)
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
+            changed = _check_compatible(state, cfg, path, allow_changes)
+            _load_state(method, optimizer, state, path, changed)
             if monitor is not None and "monitor" in state:
-                monitor.load_state_dict(state["monitor"])
+                try:
+                    monitor.load_state_dict(state["monitor"])
+                except (RuntimeError, KeyError, ValueError):
+                    log.warning("the monitor's saved state does not fit its new settings; it starts afresh")
             start_step = int(state["step"])
+            pending = start_step if path.resolve() == ckpt_path.resolve() else None
             trained_s = float(state.get("trained_s", 0.0))
+            skipped_before = int(state.get("skipped", 0))
             if fabric.is_global_zero:
                 log.info("resumed from %s at step %d", path, start_step)
     if t.compile:
@@ -222,13 +272,44 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     config_dict, config_yaml = to_dict(cfg), to_yaml(cfg)
 
     def checkpoint(step: int) -> None:
+        nonlocal pending
+        total_skipped = skipped_before + _sum_count(fabric, skipped)  # a collective: every process calls it
+        if not _state_finite(inner, optimizer):
+            raise NonFiniteLossError(f"the weights or optimiser state are not finite after step {step}; the run "
+                                     f"stopped without saving them. {_good_message()}")
         if fabric.is_global_zero:
             state = {"step": step, "total_steps": total_steps, "method": inner.state_dict(),
                      "optimizer": optimizer.state_dict(), "config": config_dict,
-                     "trained_s": trained_s + time.perf_counter() - t_start}
+                     "trained_s": trained_s + time.perf_counter() - t_start,
+                     "skipped": total_skipped}
             if monitor is not None:
                 state["monitor"] = monitor.state_dict()
             save_checkpoint(ckpt_path, state)
+        pending = step
+        fabric.barrier()
+
+    def verified(step: int) -> None:
+        """The loss from the weights of step ``step`` was finite: last.ckpt (if it holds them) is good."""
+        nonlocal pending
+        if pending == step:
+            if fabric.is_global_zero and ckpt_path.exists():
+                link_checkpoint(ckpt_path, good_path)
+            pending = None
+
+    def _good_message() -> str:
+        return (f"Last good checkpoint: {ckpt_path} (step {_ckpt_step(ckpt_path)}); continue from it with --resume "
+                f"--allow-changes and a lower optim.base_lr or a larger method.temperature."
+                if ckpt_path.exists() else
+                "No good checkpoint was written; start again with a lower optim.base_lr or a larger "
+                "method.temperature.")
+
+    def set_aside_poisoned(step: int) -> None:
+        """The loss at ``step`` is not finite: if last.ckpt holds the weights that produced it, move it aside and put
+        the last verified checkpoint in its place."""
+        if fabric.is_global_zero and pending == step and ckpt_path.exists():
+            ckpt_path.replace(out_dir / f"nonfinite_step{step}.ckpt")
+            if good_path.exists():
+                link_checkpoint(good_path, ckpt_path)
         fabric.barrier()
 
     step_log = _StepLog(out_dir / "train_log.csv", start_step) if fabric.is_global_zero else None
@@ -243,13 +324,21 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     snapshots = sorted(m for m in t.snapshot_minutes if 60 * m > trained_s)  # those still ahead
     monitor_start = monitor.seconds if monitor is not None else 0.0
     wait_total = busy_total = 0.0
+    skipped = 0  # this process's skipped images in this invocation
     timed_images, timed_time = 0, 0.0
     try:
+        if start_step == 0:  # the initial weights: a run that diverges at once still has a good checkpoint
+            checkpoint(0)
         it = iter(loader)
         while step < total_steps:
             t0 = time.perf_counter()
             batch = next(it)
             t1 = time.perf_counter()
+            skipped += int(batch.get("skipped", 0))
+            if cfg.data.skip_corrupt and _any_flag(fabric, batch["image"].shape[0] == 0):
+                raise DataError(f"no readable image in the batch of step {step}: {skipped_before + skipped} unreadable "
+                                f"images skipped so far out of {len(dataset)} in data.root={cfg.data.root}; "
+                                f"fix or remove them")
             images = batch["image"].to(fabric.device, non_blocking=True)
             masks = batch["mask"].to(fabric.device, non_blocking=True) if batch.get("mask") is not None else None
             params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))
@@ -271,11 +360,10 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 out = model(views, ctx)
             loss = out.loss
             if not _all_finite(fabric, loss):
+                set_aside_poisoned(step)
                 raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step}; the run stopped before applying it. "
-                    + (f"Last good checkpoint: {ckpt_path} (step {_ckpt_step(ckpt_path)})."
-                       if ckpt_path.exists() else "No checkpoint was written yet.")
-                    + " Try a lower optim.base_lr or a larger method.temperature.")
+                    f"loss is {loss.item()} at step {step}; the run stopped before applying it. {_good_message()}")
+            verified(step)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             inner.on_after_backward(ctx)
@@ -310,6 +398,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 timed_time += t2 - t0
             logs["images_per_s"] = timed_images / timed_time if timed_time > 0 else t.batch_size / (t2 - t0)
             logs["data_wait"] = wait_total / busy_total
+            if skipped or skipped_before:
+                logs["skipped"] = skipped_before + skipped  # this process's count (the summary adds all processes)
             if fabric.is_global_zero:
                 step_log.write({"step": step - 1, **logs, "time_s": round(t2 - t_start, 3)})
                 if step % t.log_every_steps == 0 or step == total_steps:
@@ -320,7 +410,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 progress.update(1)
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}",
                                      img_s=f"{logs['images_per_s']:.0f}", wait=f"{100 * logs['data_wait']:.0f}%",
-                                     **_monitor_postfix(monitor))
+                                     **_monitor_postfix(monitor),
+                                     **({"skipped": int(logs["skipped"])} if "skipped" in logs else {}))
 
             while snapshots and trained_s + t2 - t_start >= 60 * snapshots[0]:
                 if fabric.is_global_zero:
@@ -350,6 +441,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     result.elapsed_s = time.perf_counter() - t_start
     result.images_per_s = timed_images / timed_time if timed_time > 0 else 0.0
     result.data_wait_fraction = wait_total / busy_total if busy_total > 0 else 0.0
+    result.skipped = skipped_before + _sum_count(fabric, skipped)
     if monitor is not None:
         result.monitor = dict(monitor.last)
         result.monitor_fraction = (monitor.seconds - monitor_start) / max(result.elapsed_s, 1e-9)
@@ -374,13 +466,62 @@ def _save_snapshot(out_dir: Path, minutes: float, backbone: nn.Module, config_ya
     log.info("snapshot after %.1f min (step %d): %s", seconds / 60, step, path)
 
 
-def _check_compatible(state: dict, cfg: Config, path: Path) -> None:
-    saved = state.get("config", {})
-    for key in ("method", "model"):
-        if saved.get(key, {}).get("name" if key == "method" else "backbone") != (
-                cfg.method.name if key == "method" else cfg.model.backbone):
-            raise CheckpointError(f"{path} was written by a different {key} configuration; "
-                                  f"resume with the same recipe or start a new run (out=...)")
+RESUME_FREE_KEYS = ("out", "name", "train.progress", "train.max_time_s", "train.log_every_steps",
+                    "train.ckpt_every_steps", "train.ckpt_every_minutes", "train.threads", "train.snapshot_minutes",
+                    "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.compile",
+                    "data.workers", "data.root", "data.test_root", "data.skip_corrupt", "eval.", "monitor.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_compatible(state: dict, cfg: Config, path: Path, allow_changes: bool) -> List[str]:
+    """The keys (outside :data:`RESUME_FREE_KEYS`) whose value differs between the checkpoint's config and ``cfg``;
+    any such key is a one-line :class:`CheckpointError` unless ``allow_changes``."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} holds no run configuration; it cannot be resumed")
+    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    changed = [k for k in sorted(set(old) | set(new))
+               if old.get(k, "<unset>") != new.get(k, "<unset>")
+               and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in RESUME_FREE_KEYS)]
+    if changed and not allow_changes:
+        shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r})" for k in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise CheckpointError(f"{path}: the config differs from the checkpoint's in {shown}{more}; resume with the "
+                              f"same values, start a new run (out=...), or pass --allow-changes")
+    if changed:
+        log.warning("resuming %s with changed %s (--allow-changes)", path, ", ".join(changed))
+    return changed
+
+
+def _load_state(method: nn.Module, optimizer, state: dict, path: Path, changed: List[str]) -> None:
+    """Load the method and optimiser state; a structure that does not fit is a one-line error."""
+    try:
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        if step < 0:
+            raise ValueError(f"negative step {step}")
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = f" (changed: {', '.join(changed)})" if changed else ""
+        raise CheckpointError(f"cannot resume from {path}{why}: {first[:200]}") from None
+
+
+def _state_finite(method: nn.Module, optimizer) -> bool:
+    """Every parameter, buffer and floating optimiser tensor is finite."""
+    tensors = [t for t in method.state_dict().values() if t.is_floating_point()]
+    for group in optimizer.state.values():
+        tensors.extend(v for v in group.values() if torch.is_tensor(v) and v.is_floating_point())
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _ckpt_step(path: Path) -> str:
@@ -395,6 +536,13 @@ def _all_finite(fabric, loss: torch.Tensor) -> bool:
     if fabric.world_size > 1:
         finite = fabric.all_reduce(finite, reduce_op="min")
     return bool(finite.item() > 0)
+
+
+def _sum_count(fabric, count: int) -> int:
+    if fabric.world_size == 1:
+        return count
+    t = torch.tensor(float(count), device=fabric.device)
+    return int(fabric.all_reduce(t, reduce_op="sum").item())
 
 
 def _any_flag(fabric, flag: bool) -> bool:

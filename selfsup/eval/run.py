@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -33,7 +34,13 @@ def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequ
         if config_yaml:
             import yaml
 
-            base = yaml.safe_load(config_yaml)
+            try:
+                base = yaml.safe_load(config_yaml)
+            except yaml.YAMLError as exc:
+                raise CheckpointError(f"{checkpoint}: its stored config is not valid YAML "
+                                      f"({str(exc).splitlines()[0]})") from None
+            if base is not None and not isinstance(base, dict):
+                raise CheckpointError(f"{checkpoint}: its stored config is not a mapping of options")
     if base is None and recipe is None and checkpoint:
         raise ConfigError(f"{checkpoint} carries no config; pass --recipe to say which backbone it is")
     return load_config(recipe, overrides, base=base)
@@ -45,7 +52,13 @@ def load_backbone(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
     backbone = create_backbone(cfg.model, image_size=cfg.views.large.size)
     if checkpoint:
         state, _ = load_backbone_state(checkpoint)
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a shape mismatch: e.g. model.width overridden against the checkpoint
+            first = str(exc).strip().splitlines()
+            detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
+            raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
+                                  f"width={cfg.model.width}: {detail[:200]}") from None
         if missing or unexpected:
             raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
                                   f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
@@ -127,10 +140,27 @@ def run_knn(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, 
     xtr, ytr, xte, yte = feats if feats is not None else features(cfg, backbone, data, progress)
     out: Dict[str, float] = {"num_features": int(xtr.shape[1])}
     for k in cfg.eval.knn.k:
+        if k > xtr.shape[0]:
+            log.warning("eval.knn.k=%d is above the %d training images: k=%d votes with all %d", k, xtr.shape[0], k,
+                        xtr.shape[0])
+            out[f"k{k}_clamped_to"] = int(xtr.shape[0])
         res = knn_classify(xtr, ytr, xte, yte, k=k, temperature=cfg.eval.knn.temperature,
                            num_classes=data.train.num_classes)
         out[f"k{k}_top1"], out[f"k{k}_top5"] = res["top1"], res["top5"]
     return out
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work is done, an output path that is a folder or whose folder cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name (e.g. {path / 'result.json'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: its folder cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: its folder is not writable")
 
 
 def write_json(path: Path, payload: dict) -> None:

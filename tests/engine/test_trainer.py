@@ -80,14 +80,15 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
 
 def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
-    save_checkpoint(path, {"step": 1})
+    minimal = {"method": {}, "optimizer": {}, "config": {}}
+    save_checkpoint(path, {"step": 1, **minimal})
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"step": 2})
+        save_checkpoint(path, {"step": 2, **minimal})
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
