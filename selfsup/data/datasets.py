@@ -551,7 +551,7 @@ def _dir_key(path: Path) -> Optional[Tuple[int, int]]:
 def _iter_images(directory: Path, scan: _Scan, recursive: bool = True):
     """Yield the image files under ``directory`` in sorted order (depth first, hidden entries skipped), lazily, so a
     caller that needs only the first one stops early. Never blocks on or reads anything: entries are classified by
-    ``stat`` alone."""
+    their directory-entry type (``stat`` for links) alone."""
     key = _dir_key(directory)
     if key is None or key in scan.seen:
         if key is not None:
@@ -566,18 +566,17 @@ def _iter_images(directory: Path, scan: _Scan, recursive: bool = True):
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        try:
-            mode = entry.stat(follow_symlinks=True).st_mode
-        except OSError:  # dangling link, permission
-            if _is_image(entry.name):
-                scan.ignored.append(entry.path)
-            continue
-        if stat.S_ISDIR(mode):
+        try:  # d_type answers without a system call, except for links (followed)
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()  # a regular file: False for FIFO, socket, device
+        except OSError:  # permission
+            is_dir = is_file = False
+        if is_dir:
             subdirs.append(Path(entry.path))
         elif _is_image(entry.name):
-            if stat.S_ISREG(mode):
+            if is_file:
                 yield Path(entry.path)
-            else:
+            else:  # FIFO, socket, device, a link to one, or a dangling link
                 scan.ignored.append(entry.path)
     if recursive:
         for sub in subdirs:

@@ -28,6 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from selfsup.errors import DataError
+
 log = logging.getLogger("selfsup.eval")
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -107,10 +109,12 @@ def extract_features(backbone: nn.Module, dataset: Dataset, *, preprocess: Prepr
     loader = make_loader(dataset, batch_size, collate_fn, device, num_workers)
     feats: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
+    skipped = 0
     with eval_mode(backbone), tqdm(total=len(dataset), desc=desc, unit="img", unit_scale=True, disable=not progress,
                                    dynamic_ncols=True, leave=False) as bar:
         for batch in loader:
             images = batch["image"]
+            skipped += int(batch.get("skipped", 0)) if isinstance(batch, Mapping) else 0
             if images.shape[0] == 0:
                 continue
             x = preprocess(to_device_batch(images, device))
@@ -119,8 +123,11 @@ def extract_features(backbone: nn.Module, dataset: Dataset, *, preprocess: Prepr
             feats.append(out.float().flatten(1).cpu())
             labels.append(torch.as_tensor(batch["label"]).long().cpu())
             bar.update(images.shape[0])
+    where = getattr(dataset, "directory", type(dataset).__name__)
+    if skipped:
+        log.warning("%s: %d unreadable images skipped (data.skip_corrupt=true)", where, skipped)
     if not feats:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+        raise DataError(f"no readable image in {where}: all {len(dataset)} were skipped as unreadable")
     return torch.cat(feats), torch.cat(labels)
 
 

@@ -246,3 +246,16 @@ def test_cli_on_the_fuzzed_folder(fuzzed, tmp_path):
     r = _cli(["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'b'}", "data.skip_corrupt=true", *tiny])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped" in r.stdout and "unreadable images" in r.stdout
+
+
+def test_features_of_a_folder_with_nothing_readable_is_a_clear_error(tmp_path):
+    from selfsup.eval.features import extract_features
+
+    bad = tmp_path / "allbad"
+    bad.mkdir()
+    for k in range(3):
+        (bad / f"{k}.png").write_text("not a png")
+    ds = FolderDataset(bad, 8, skip_corrupt=True)
+    with pytest.raises(DataError, match=r"no readable image in .*allbad: all 3 were skipped"):
+        extract_features(torch.nn.Flatten(), ds, preprocess=lambda x: x.float(), batch_size=2, collate_fn=collate,
+                         device="cpu")
