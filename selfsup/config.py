@@ -173,8 +173,8 @@ class ModelConfig:
     def validate(self) -> None:
         _choice("model.stem", self.stem, ("auto", "imagenet", "small"))
         _choice("model.norm", self.norm, ("batch", "group", "none"))
-        if self.width <= 0:
-            raise ConfigError(f"model.width must be > 0, got {self.width}")
+        if not 0 < self.width <= 64:  # 64x a ResNet-50 is ~100 billion parameters: anything above is a typo
+            raise ConfigError(f"model.width must be in (0, 64], got {self.width}")
         if self.patch_size is not None:
             _positive("model.patch_size", self.patch_size)
         if not 0.0 <= self.drop_path_rate < 1.0:
@@ -373,6 +373,8 @@ class Config:
 
     def validate(self) -> "Config":
         _check_finite(self, "")
+        if not 0 <= self.seed < 2**32:  # NumPy's and Lightning's seeding accept exactly this range
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
         for part in (self.data, self.views, self.model, self.optim, self.train, self.eval, self.monitor):
             part.validate()
         if hasattr(self.method, "validate"):

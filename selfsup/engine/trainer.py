@@ -152,7 +152,11 @@ def check_devices(t) -> None:
     """One-line errors for devices this machine does not have (Fabric would raise deep inside its setup)."""
     import os
 
-    if t.num_nodes > 1:  # other machines' devices cannot be checked from here
+    if t.num_nodes > 1:  # other machines' devices cannot be checked from here, but the launcher's variables can
+        launched = any(k in os.environ for k in ("NODE_RANK", "GROUP_RANK", "SLURM_NODEID", "LOCAL_RANK"))
+        if not launched:
+            raise ConfigError(f"train.num_nodes={t.num_nodes} needs a multi-node launcher (torchrun --nnodes, "
+                              f"srun, ...) that sets NODE_RANK / SLURM_NODEID; none is set here")
         return
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if t.accelerator in ("cuda", "gpu") and gpus == 0:

@@ -92,6 +92,8 @@ def test_every_method_field_refuses_hostile_values(method):
     ("train.max_time_s=-5", "train.max_time_s must be > 0"),
     ("train.steps=", "has no value; write train.steps=null"),
     ("data.max_pixels=0", "data.max_pixels must be > 0"),
+    ("seed=-1", "seed must be in [0, 2**32)"),  # found by running one step per accepted value (NumPy refused it)
+    ("model.width=1e30", "model.width must be in (0, 64]"),  # an overflow in torch.empty
 ])
 def test_known_late_failures_are_refused_at_load(override, words):
     with pytest.raises(ConfigError, match=__import__("re").escape(words)):
@@ -104,7 +106,8 @@ def test_devices_this_machine_lacks_are_one_line(tmp_path):
     cores = os.cpu_count() or 1
     for overrides, words in ((["train.accelerator=cuda"], "no CUDA GPU"),
                              ([f"train.devices={cores * 8}", "train.accelerator=cpu", f"train.batch_size={cores * 8}"],
-                              "CPU processes, but this machine has")):
+                              "CPU processes, but this machine has"),
+                             (["train.num_nodes=2", "train.accelerator=cpu"], "needs a multi-node launcher")):
         import torch
 
         if "cuda" in overrides[0] and torch.cuda.is_available():
