@@ -38,3 +38,15 @@ def n_params(m: torch.nn.Module) -> int:
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"out={tmp_path / 'run'}"]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    """``selfsup ARGS`` in a fresh process (offline, unbuffered, this checkout first on the path)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.run([sys.executable, "-m", "selfsup.cli.main", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -558,12 +558,8 @@ def _iter_images(directory: Path, scan: _Scan, recursive: bool = True):
             scan.repeats.append(str(directory))
         return
     scan.seen.add(key)
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError as exc:
-        raise DataError(f"cannot list {directory}: {exc.strerror or _one_line(exc)}") from None
     subdirs = []
-    for entry in entries:
+    for entry in _sorted_entries(directory):
         if entry.name.startswith("."):
             continue
         try:  # d_type answers without a system call, except for links (followed)
@@ -583,22 +579,27 @@ def _iter_images(directory: Path, scan: _Scan, recursive: bool = True):
             yield from _iter_images(sub, scan, recursive)
 
 
+def _sorted_entries(directory: Path) -> List[os.DirEntry]:
+    try:
+        return sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list {directory}: {exc.strerror or _one_line(exc)}") from None
+
+
 def _class_dirs(directory: Path, exclude: Sequence[os.PathLike] = ()) -> List[str]:
     """Sorted names of the sub-folders of ``directory`` that hold at least one image (the ImageFolder classes);
     ``exclude`` folders (and links to them) are not classes."""
-    excluded = {k for k in (_dir_key(Path(d)) for d in exclude) if k is not None}
+    excluded = _Scan(exclude).seen
+    # a class folder linking back to the root is not a way into other classes
+    base = excluded | {_dir_key(directory)}
     names = []
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError as exc:
-        raise DataError(f"cannot list {directory}: {exc.strerror or _one_line(exc)}") from None
-    for entry in entries:
+    for entry in _sorted_entries(directory):
         path = Path(entry.path)
         key = _dir_key(path)
         if entry.name.startswith(".") or key is None or key in excluded:
             continue
-        scan = _Scan(exclude)
-        scan.seen.add(_dir_key(directory))  # a class folder linking back to the root is not a way into other classes
+        scan = _Scan()
+        scan.seen = set(base)
         if next(_iter_images(path, scan), None) is not None:
             names.append(entry.name)
     return names
@@ -785,17 +786,15 @@ def _check_pixels(path: Path, data: bytes, max_pixels: Optional[int]) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
+        pixels, size = w * h, f"{w} x {h} = {w * h:,} pixels"
     except Image.DecompressionBombError as exc:  # above twice Pillow's own limit: its message has the pixel count
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        if found is None or int(found.group(1)) > max_pixels:
-            count = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow accepts"
-            raise DataError(f"cannot read image {path}: {count}, above data.max_pixels={max_pixels:,} "
-                            f"(raise it to read larger images)") from None
-        return
+        pixels = int(found.group(1)) if found else max_pixels + 1
+        size = f"{pixels:,} pixels" if found else "more pixels than Pillow accepts"
     except Exception:  # noqa: BLE001 - not for us to judge here: the decoder names the problem
         return
-    if w * h > max_pixels:
-        raise DataError(f"cannot read image {path}: {w} x {h} = {w * h:,} pixels, above data.max_pixels={max_pixels:,} "
+    if pixels > max_pixels:
+        raise DataError(f"cannot read image {path}: {size}, above data.max_pixels={max_pixels:,} "
                         f"(raise it to read larger images)")
 
 
@@ -847,9 +846,8 @@ def _decode_pil(data: bytes) -> Tensor:
 
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
-        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray: convert("RGB") would clip at 255
-            arr = np.asarray(im).astype(np.float32) * (255.0 / 65535.0)
-            gray = torch.from_numpy(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray: convert("RGB") would clip at 255;
+            gray = torch.from_numpy(np.asarray(im).astype(np.int32))  # decode_image_file scales it (_to_uint8)
             return gray.expand(3, *gray.shape).contiguous()
         rgb = im.convert("RGB")
         arr = np.asarray(rgb, dtype=np.uint8).copy()

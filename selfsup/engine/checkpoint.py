@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -26,20 +26,33 @@ from selfsup.errors import CheckpointError
 FORMAT = "selfsup-checkpoint-v1"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_replace(path: Path, fill: Callable[[str], None]) -> None:
+    """``fill(tmp)`` writes a temporary file next to ``path`` (the name does not exist yet), which then replaces
+    ``path`` in one ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fill(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_replace(path, fill)
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
@@ -51,20 +64,13 @@ def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
 
 def link_checkpoint(src: Path, dst: Path) -> None:
     """Atomically make ``dst`` a copy of ``src`` (a hard link where the filesystem allows: no bytes are copied)."""
-    src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
+    def fill(tmp: str) -> None:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    _atomic_replace(Path(dst), fill)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
@@ -111,16 +117,8 @@ def save_backbone(path: Path, backbone: nn.Module, config_yaml: str, extra: Opti
     """The online encoder as safetensors, with the run's config (and any ``extra`` strings) in the metadata, written
     atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={**(extra or {}), "format": FORMAT, "config": config_yaml})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata={**(extra or {}), "format": FORMAT,
+                                                                            "config": config_yaml}))
 
 
 def load_backbone_state(path: Path | str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:

@@ -29,6 +29,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -150,8 +151,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def check_devices(t) -> None:
     """One-line errors for devices this machine does not have (Fabric would raise deep inside its setup)."""
-    import os
-
     if t.num_nodes > 1:  # other machines' devices cannot be checked from here, but the launcher's variables can
         launched = any(k in os.environ for k in ("NODE_RANK", "GROUP_RANK", "SLURM_NODEID", "LOCAL_RANK"))
         if not launched:
@@ -489,10 +488,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def _check_compatible(state: dict, cfg: Config, path: Path, allow_changes: bool) -> List[str]:
     """The keys (outside :data:`RESUME_FREE_KEYS`) whose value differs between the checkpoint's config and ``cfg``;
     any such key is a one-line :class:`CheckpointError` unless ``allow_changes``."""
-    saved = state.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} holds no run configuration; it cannot be resumed")
-    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    old, new = _flatten(state["config"]), _flatten(to_dict(cfg))  # a dict: load_checkpoint checked the structure
     changed = [k for k in sorted(set(old) | set(new))
                if old.get(k, "<unset>") != new.get(k, "<unset>")
                and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in RESUME_FREE_KEYS)]
@@ -511,9 +507,6 @@ def _load_state(method: nn.Module, optimizer, state: dict, path: Path, changed: 
     try:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        if step < 0:
-            raise ValueError(f"negative step {step}")
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         why = f" (changed: {', '.join(changed)})" if changed else ""

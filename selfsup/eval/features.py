@@ -114,7 +114,7 @@ def extract_features(backbone: nn.Module, dataset: Dataset, *, preprocess: Prepr
                                    dynamic_ncols=True, leave=False) as bar:
         for batch in loader:
             images = batch["image"]
-            skipped += int(batch.get("skipped", 0)) if isinstance(batch, Mapping) else 0
+            skipped += int(batch.get("skipped", 0))
             if images.shape[0] == 0:
                 continue
             x = preprocess(to_device_batch(images, device))

@@ -12,15 +12,13 @@ import pytest
 
 from selfsup.cli.main import main
 from selfsup.engine.checkpoint import load_checkpoint
-from tests.conftest import TINY
+from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "selfsup.cli.main", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return run_cli(*args)
 
 
 def test_pretrain_then_eval_linear_and_knn(tmp_path, capsys):

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from selfsup.config import METHOD_ARGS, Config, load_config
 from selfsup.errors import ConfigError
+from tests.conftest import run_cli
 
 HOSTILE = ["nan", "inf", "-inf", "-1", "0", "1e30", "-1e30", "abc", "[]", "[nan]", "{}", "null", "0.5", "2"]
 
@@ -117,21 +115,15 @@ def test_devices_this_machine_lacks_are_one_line(tmp_path):
             pretrain(cfg)
 
 
-def _cli(args, cwd, timeout=120):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "selfsup.cli.main", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def test_out_that_is_a_file_and_eval_out_that_is_a_folder(tmp_path):
     (tmp_path / "afile").write_text("x")
-    r = _cli(["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile'}", "train.steps=1"], tmp_path)
+    r = run_cli(*["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile'}", "train.steps=1"], cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "is a file, not a folder" in r.stderr
-    r = _cli(["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile' / 'sub'}", "train.steps=1"], tmp_path)
+    r = run_cli(*["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile' / 'sub'}", "train.steps=1"], cwd=tmp_path)
     assert r.returncode == 2 and "cannot be created" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "adir").mkdir()
-    r = _cli(["eval", "knn", "--random-init", "--recipe", "relicv2_shapes", "--out", str(tmp_path / "adir"),
-              "data.train_size=64", "data.test_size=32"], tmp_path)
+    r = run_cli(*["eval", "knn", "--random-init", "--recipe", "relicv2_shapes", "--out", str(tmp_path / "adir"),
+              "data.train_size=64", "data.test_size=32"], cwd=tmp_path)
     assert r.returncode == 2 and "is a folder; give a file name" in r.stderr and "Traceback" not in r.stderr
 
 

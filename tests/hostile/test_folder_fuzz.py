@@ -25,6 +25,7 @@ from PIL import Image
 from selfsup.config import DataConfig
 from selfsup.data.datasets import FolderDataset, build_dataset, collate, decode_image_file
 from selfsup.errors import DataError
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -224,15 +225,6 @@ def test_skip_corrupt_counts_warns_once_and_stops_clearly_when_nothing_is_left(f
         pretrain(cfg)
 
 
-def _cli(args, timeout=240):
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "selfsup.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.mark.slow
 def test_cli_on_the_fuzzed_folder(fuzzed, tmp_path):
     """End to end: without skip_corrupt one line names a bad file (status 2); with it the run trains on the good
@@ -240,10 +232,10 @@ def test_cli_on_the_fuzzed_folder(fuzzed, tmp_path):
     tiny = ["data.dataset=folder", f"data.root={fuzzed}", "data.image_size=16", "views.large.size=16",
             "views.small.size=8", "train.batch_size=4", "train.steps=3", "monitor.online_linear=false",
             "monitor.knn_every_steps=0", "train.threads=1"]
-    r = _cli(["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'a'}", *tiny])
+    r = run_cli(*["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'a'}", *tiny])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("selfsup: error: cannot read image ")
-    r = _cli(["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'b'}", "data.skip_corrupt=true", *tiny])
+    r = run_cli(*["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'b'}", "data.skip_corrupt=true", *tiny])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped" in r.stdout and "unreadable images" in r.stdout
 
