@@ -17,10 +17,6 @@ from tests.conftest import TINY, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _cli(*args):
-    return run_cli(*args)
-
-
 def test_pretrain_then_eval_linear_and_knn(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", "--quiet", *TINY, f"out={out}"]) == 0
@@ -72,7 +68,7 @@ def test_errors_are_one_line(tmp_path):
          str(tmp_path / "nowhere")),
     ]
     for args, fragment in cases:
-        proc = _cli(*args)
+        proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (args, proc.stderr)
@@ -89,20 +85,20 @@ def test_corrupt_image_is_named_and_skip_mode_counts(tmp_path):
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
     common = [*TINY, "data.dataset=folder", f"data.root={root}", f"out={tmp_path / 'run'}", "train.steps=2",
               "train.batch_size=8", "monitor.knn_every_steps=0"]  # unlabelled folder: no monitor notice before the error
-    proc = _cli("pretrain", *common)
+    proc = run_cli("pretrain", *common)
     assert proc.returncode == 2
     assert "broken.jpg" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = _cli("pretrain", *common, "data.skip_corrupt=true")
+    proc = run_cli("pretrain", *common, "data.skip_corrupt=true")
     assert proc.returncode == 0, proc.stderr
     assert "broken.jpg" in proc.stderr  # logged, with a count
 
 
 def test_help_describes_commands():
-    proc = _cli("--help")
+    proc = run_cli("--help")
     assert proc.returncode == 0
     for word in ("pretrain", "eval", "demo"):
         assert word in proc.stdout
-    proc = _cli("pretrain", "--help")
+    proc = run_cli("pretrain", "--help")
     assert "--resume" in proc.stdout and "key=value" in proc.stdout
 
 
@@ -150,7 +146,7 @@ def test_positional_recipe_and_views_inspect_on_every_recipe(tmp_path, capsys):
     assert main(["views", "inspect", "sslight_dino_cnn", "--images", "4000", "--out", str(tmp_path / "s.png")]) == 0
     ratio = float(capsys.readouterr().out.split("mean(PS_g / PS_l) = ")[1].split()[0])
     assert 0.85 < ratio < 1.05  # SSLight's matched pixel scales (eq. 1, Fig. 2)
-    assert _cli("pretrain", "relicv2_shapes", "--recipe", "demo").returncode == 2
+    assert run_cli("pretrain", "relicv2_shapes", "--recipe", "demo").returncode == 2
 
 
 def test_demo_minutes_scale_the_schedule():

@@ -117,13 +117,13 @@ def test_devices_this_machine_lacks_are_one_line(tmp_path):
 
 def test_out_that_is_a_file_and_eval_out_that_is_a_folder(tmp_path):
     (tmp_path / "afile").write_text("x")
-    r = run_cli(*["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile'}", "train.steps=1"], cwd=tmp_path)
+    r = run_cli("pretrain", "relicv2_shapes", f"out={tmp_path / 'afile'}", "train.steps=1", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "is a file, not a folder" in r.stderr
-    r = run_cli(*["pretrain", "relicv2_shapes", f"out={tmp_path / 'afile' / 'sub'}", "train.steps=1"], cwd=tmp_path)
+    r = run_cli("pretrain", "relicv2_shapes", f"out={tmp_path / 'afile' / 'sub'}", "train.steps=1", cwd=tmp_path)
     assert r.returncode == 2 and "cannot be created" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "adir").mkdir()
-    r = run_cli(*["eval", "knn", "--random-init", "--recipe", "relicv2_shapes", "--out", str(tmp_path / "adir"),
-              "data.train_size=64", "data.test_size=32"], cwd=tmp_path)
+    r = run_cli("eval", "knn", "--random-init", "--recipe", "relicv2_shapes", "--out", str(tmp_path / "adir"),
+                "data.train_size=64", "data.test_size=32", cwd=tmp_path)
     assert r.returncode == 2 and "is a folder; give a file name" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -232,10 +232,10 @@ def test_cli_on_the_fuzzed_folder(fuzzed, tmp_path):
     tiny = ["data.dataset=folder", f"data.root={fuzzed}", "data.image_size=16", "views.large.size=16",
             "views.small.size=8", "train.batch_size=4", "train.steps=3", "monitor.online_linear=false",
             "monitor.knn_every_steps=0", "train.threads=1"]
-    r = run_cli(*["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'a'}", *tiny])
+    r = run_cli("pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'a'}", *tiny)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("selfsup: error: cannot read image ")
-    r = run_cli(*["pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'b'}", "data.skip_corrupt=true", *tiny])
+    r = run_cli("pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'b'}", "data.skip_corrupt=true", *tiny)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped" in r.stdout and "unreadable images" in r.stdout
 
