@@ -19,7 +19,7 @@ The loss is computed in float32 with autocast disabled, whatever precision the n
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -53,18 +53,23 @@ def moco_pair_loss(query: Tensor, key: Tensor, queue: Tensor, *, temperature: fl
         return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def moco_multiview_loss(online_large: Sequence[Optional[Tensor]], online_small: Sequence[Tensor], key: Tensor,
-                        queue: Tensor, *, temperature: float, alpha: Optional[float] = None) -> Tensor:
+def moco_multiview_loss(online_large: Sequence[Optional[Tensor]], online_small: Sequence[Tensor],
+                        key: Union[Tensor, Sequence[Optional[Tensor]]], queue: Tensor, *, temperature: float,
+                        alpha: Optional[float] = None) -> Tensor:
     """SSLight's multi-crop MoCo: every large view but view 0 and every small view queries the key of large view 0.
 
     Args:
-        online_large: L entries, the query network on each large view; entry 0 (the key's view) is never read and
-            may be None.
+        online_large: L entries, the query network on each large view; an entry that is only a key's view (view 0 in
+            SSLight's form) is never read and may be None.
         online_small: S tensors (B, D), the query network on each small view.
-        key: (B, D) the key encoder on large view 0.
+        key: (B, D) the key encoder on large view 0; or one entry per large view, None where that view gives no key
+            (the symmetric form, MoCo-v2+ as in solo-learn: ``[k0, k1]`` pairs (large 1, k0), (large 0, k1) and every
+            small view with both keys).
         queue: (K, D) unit-norm negatives.
-        alpha: SSLight's weight of the global-global term; None is the plain mean over the 1 + S (for L = 2) queries.
+        alpha: SSLight's weight of the global-global terms; None is the plain mean over all (query, key) pairs.
     """
-    targets = [key] + [None] * (len(online_large) - 1)
-    return multiview_loss(moco_pair_loss, {"large": list(online_large), "small": list(online_small)}, targets,
-                          alpha=alpha, include_same=False, target_views=[0], queue=queue, temperature=temperature)
+    keys = [key] + [None] * (len(online_large) - 1) if isinstance(key, Tensor) else list(key)
+    target_views = [i for i, k in enumerate(keys) if k is not None]
+    return multiview_loss(moco_pair_loss, {"large": list(online_large), "small": list(online_small)}, keys,
+                          alpha=alpha, include_same=False, target_views=target_views, queue=queue,
+                          temperature=temperature)

@@ -13,7 +13,9 @@ Networks (B 1.4):
 Loss (B 1.2): the key is the key encoder on large view 0; the queries are the query encoder on large view 1 and every
 small view; :func:`selfsup.losses.moco_multiview_loss` (InfoNCE against the key and the queue, T = 0.2) combined with
 SSLight's ``alpha`` (None: the plain mean over the 1 + S queries = SSLight's baseline weights 1/7, 6/7 for S = 6).
-One-directional, as in MoCo-v2 and SSLight.
+One-directional, as in MoCo-v2 and SSLight. ``symmetric=True`` is the symmetrised form (MoCo-v2+ in solo-learn, and
+MoCo-v3): both large views give a key and a query, so the pairs are (large 1, key 0), (large 0, key 1) and every small
+view against both keys; the key encoder then runs on both large views (one batched forward).
 After the optimiser step, the step's keys of the whole global batch (gathered across processes) are written into the
 queue, oldest first out (FIFO), so the queue is identical on every process.
 
@@ -29,6 +31,9 @@ Choices and deviations:
   * The loss is per query, so each process computes it on its own slice (only the keys are gathered, for the queue).
     DDP's gradient averaging then gives exactly the gradient of the global-batch loss; the returned value is shifted by
     a constant to the mean over processes (one scalar all-reduce), so every process reports the global loss.
+  * Symmetric form: one queue holds the keys of both views (2B per step, so it spans half as many steps). solo-learn
+    keeps one queue per view and pairs each query with the other view's queue; with one queue every query sees the
+    same negatives, and a checkpoint's queue buffer has the same shape in both forms.
   * The heads use the library's MLP initialisation (truncated normal, std 1/sqrt(fan_in)); SSLight uses std 0.02.
 """
 
@@ -65,6 +70,7 @@ class MoCoV2Args:
     projector_dim: int = 128
     head_norm: str = "none"  # none (MoCo-v2) | batch | layer
     alpha: Optional[float] = None  # SSLight: weight of the global query; None = plain mean over queries
+    symmetric: bool = False  # both large views give a key and a query (MoCo-v2+ / MoCo-v3); False = SSLight's MoCo
 
     def validate(self) -> None:
         if self.temperature <= 0:
@@ -122,10 +128,17 @@ class MoCoV2(Method):
 
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: MoCoV2Args = self.args
-        queries, features = self.queries([views.large[1:], views.small])
-        key = self.key(views.large[0])
-        local = moco_multiview_loss([None, *queries[:1]], queries[1:], key, self.queue, temperature=a.temperature,
-                                    alpha=a.alpha)
+        if a.symmetric:
+            queries, features = self.queries([views.large, views.small])
+            keys = self.key(torch.cat(list(views.large), dim=0)).chunk(2, dim=0)
+            local = moco_multiview_loss(queries[:2], queries[2:], keys, self.queue, temperature=a.temperature,
+                                        alpha=a.alpha)
+            key = torch.cat(keys, dim=0)
+        else:
+            queries, features = self.queries([views.large[1:], views.small])
+            key = self.key(views.large[0])
+            local = moco_multiview_loss([None, *queries[:1]], queries[1:], key, self.queue, temperature=a.temperature,
+                                        alpha=a.alpha)
         # this process's gradient, the global batch's value (see the module docstring)
         loss = local + (all_reduce_mean(local.detach()) - local.detach())
         self._step_keys = gather_no_grad(key)

@@ -80,6 +80,22 @@ def test_multiview_without_small_views_is_plain_moco():
     assert got.item() == pytest.approx(_loop_pair_loss(q1, key, queue, 0.2), rel=1e-5)
 
 
+def test_multiview_symmetric_pairs_each_query_with_the_other_views_key():
+    """Keys from both large views (MoCo-v2+): (large 1, k0), (large 0, k1), each small view with k0 and k1."""
+    g = torch.Generator().manual_seed(10)
+    large, small, queue = _views(2, 5, 4, g), _views(2, 5, 4, g), _queue(7, 4, 3)
+    k0, k1 = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    gg = [_loop_pair_loss(large[1], k0, queue, 0.2), _loop_pair_loss(large[0], k1, queue, 0.2)]
+    gl = [_loop_pair_loss(s, k, queue, 0.2) for k in (k0, k1) for s in small]
+    got = moco_multiview_loss(large, small, [k0, k1], queue, temperature=0.2)
+    assert got.item() == pytest.approx(sum(gg + gl) / 6, rel=1e-5)
+    weighted = moco_multiview_loss(large, small, [k0, k1], queue, temperature=0.2, alpha=0.4)
+    assert weighted.item() == pytest.approx(0.4 * sum(gg) / 2 + 0.6 * sum(gl) / 4, rel=1e-5)
+    # [k0, None] is SSLight's one-key form
+    one = moco_multiview_loss(large, small, [k0, None], queue, temperature=0.2)
+    assert one.item() == pytest.approx(moco_multiview_loss(large, small, k0, queue, temperature=0.2).item())
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         moco_pair_loss(torch.randn(3, 2), torch.randn(4, 2), _queue(5, 2, 0), temperature=0.2)

@@ -114,6 +114,33 @@ def test_mocov2_step_enqueues_the_normalised_keys_of_view_0(tmp_path):
     assert int(method.queue_ptr) == 8
 
 
+def test_mocov2_symmetric_keys_both_large_views_and_queries_all_views(tmp_path, monkeypatch):
+    """symmetric=true: the key encoder sees both large views in one forward, the queries are all views, the loss is the
+    mean of (large 1, k0), (large 0, k1) and every small view against both keys, and both views' keys are enqueued."""
+    method = build_method(_cfg(tmp_path, MOCO, "method.symmetric=true"))
+    views = _views(method.cfg)
+    keys = []
+    key_forward = method.key_backbone.forward
+    monkeypatch.setattr(method.key_backbone, "forward", lambda x: keys.append(x) or key_forward(x))
+    before = method.queue.clone()
+    out = method(views, _ctx())
+    assert len(keys) == 1 and torch.equal(keys[0], torch.cat(views.large))
+    with torch.no_grad():
+        method.train()
+        k0, k1 = F.normalize(method.key_projector(method.key_backbone(torch.cat(views.large))), dim=1).chunk(2)
+        q = [method.projector(f) for f in [*method.backbone(torch.cat(views.large)).chunk(2),
+                                            method.backbone(views.small[0])]]
+    from selfsup.losses import moco_pair_loss
+    pair = lambda a, b: moco_pair_loss(a, b, before, temperature=0.2).item()  # noqa: E731
+    expected = (pair(q[1], k0) + pair(q[0], k1) + pair(q[2], k0) + pair(q[2], k1)) / 4
+    assert out.loss.item() == pytest.approx(expected, rel=1e-4)
+    out.loss.backward()
+    assert all(p.grad is None for p in method.key_backbone.parameters())
+    method.after_optimizer_step(_ctx())
+    assert int(method.queue_ptr) == 16  # 2 x 8 keys
+    assert torch.allclose(method.queue[:16], torch.cat([k0, k1]), atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------------- SwAV
 
 
