@@ -13,6 +13,7 @@ from selfsup.data.views import Views
 from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import ConfigError
+from selfsup.losses import moco_pair_loss
 from selfsup.methods import StepContext, build_method
 from selfsup.methods import swav as swav_module
 from selfsup.methods.mocov2 import MoCoV2
@@ -125,12 +126,10 @@ def test_mocov2_symmetric_keys_both_large_views_and_queries_all_views(tmp_path, 
     before = method.queue.clone()
     out = method(views, _ctx())
     assert len(keys) == 1 and torch.equal(keys[0], torch.cat(views.large))
-    with torch.no_grad():
-        method.train()
+    with torch.no_grad():  # the method is in train mode, so BatchNorm uses batch statistics as in the step
         k0, k1 = F.normalize(method.key_projector(method.key_backbone(torch.cat(views.large))), dim=1).chunk(2)
         q = [method.projector(f) for f in [*method.backbone(torch.cat(views.large)).chunk(2),
                                             method.backbone(views.small[0])]]
-    from selfsup.losses import moco_pair_loss
     pair = lambda a, b: moco_pair_loss(a, b, before, temperature=0.2).item()  # noqa: E731
     expected = (pair(q[1], k0) + pair(q[0], k1) + pair(q[2], k0) + pair(q[2], k1)) / 4
     assert out.loss.item() == pytest.approx(expected, rel=1e-4)
