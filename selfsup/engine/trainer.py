@@ -199,9 +199,20 @@ def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optiona
         raise ConfigError(f"out={out_dir} cannot be created: {exc.strerror or exc}") from None
     fabric = make_fabric(cfg, out_dir)
     if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
-        return fabric.launch(_run, cfg, out_dir, resume, stop_at_step, allow_changes)
+        return fabric.launch(_run_and_release, cfg, out_dir, resume, stop_at_step, allow_changes)
     fabric.launch()
-    return _run(fabric, cfg, out_dir, resume, stop_at_step, allow_changes)
+    return _run_and_release(fabric, cfg, out_dir, resume, stop_at_step, allow_changes)
+
+
+def _run_and_release(fabric, *args) -> RunResult:
+    """``_run``, then the process group is destroyed while the interpreter is fully alive. A process that exits with
+    a live gloo group can abort (SIGABRT, "terminate called without an active exception") when gloo's worker threads
+    release tensors during interpreter finalisation; CI saw it once in a spawned rank."""
+    try:
+        return _run(fabric, *args)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int],
