@@ -312,6 +312,68 @@ class KNNEvalConfig:
             raise ConfigError(f"eval.knn.temperature must be > 0, got {self.temperature}")
 
 
+FINETUNE_HEADS = ("backbone", "projector")
+FINETUNE_SCHEDULES = ("step", "cosine")
+
+
+@dataclass
+class FinetuneEvalConfig:
+    """Fine-tuning of the pretrained encoder with a new linear classifier (:mod:`selfsup.eval.finetune`).
+
+    The defaults are RELICv2's semi-supervised protocol (App. D.2) for the 10% subset; ``recipes/eval/`` holds the
+    paper presets (RELICv2 1% / 10%, SSLight 1% / 10%, plain fine-tuning on all labels).
+    """
+
+    labels: float = 0.1  # fraction of the training labels used, class-balanced (1.0 = all: plain fine-tuning)
+    subset_seed: int = 0
+    subset_dir: str = "subsets"  # subset files are written (and reused, validated) here
+    head: str = "backbone"  # backbone: classifier on the pooled features; projector: on the head's 2nd layer (SSLight)
+    head_layers: int = 2  # projector: how many of the pretrained head's Linear layers (with their norm/act) to keep
+    epochs: int = 20
+    batch_size: int = 512
+    head_lr: float = 0.3  # the classifier's learning rate at batch_size (not rescaled)
+    encoder_lr: float = 0.004  # the encoder's (and the kept projector layers') learning rate
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1.0e-5
+    schedule: str = "step"  # step: x gamma at each milestone epoch (RELICv2); cosine: to final_lr (SSLight)
+    milestones: List[int] = field(default_factory=lambda: [12, 16])
+    gamma: float = 0.2
+    final_lr: float = 0.0  # cosine only: the rate reached after the last step (SSLight: 1e-6)
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+
+    def validate(self) -> None:
+        if not 0 < self.labels <= 1:
+            raise ConfigError(f"eval.finetune.labels must be in (0, 1] (a fraction of the labels), got {self.labels}")
+        if self.subset_seed < 0:
+            raise ConfigError(f"eval.finetune.subset_seed must be >= 0, got {self.subset_seed}")
+        if not str(self.subset_dir).strip():
+            raise ConfigError("eval.finetune.subset_dir must name a folder")
+        _choice("eval.finetune.head", self.head, FINETUNE_HEADS)
+        if not 1 <= self.head_layers <= 16:
+            raise ConfigError(f"eval.finetune.head_layers must be in 1..16, got {self.head_layers}")
+        if not 1 <= self.epochs <= 100000:
+            raise ConfigError(f"eval.finetune.epochs must be in 1..100000, got {self.epochs}")
+        if not 1 <= self.batch_size <= 1 << 20:
+            raise ConfigError(f"eval.finetune.batch_size must be in 1..{1 << 20}, got {self.batch_size}")
+        for key in ("head_lr", "encoder_lr", "weight_decay", "final_lr"):
+            value = getattr(self, key)
+            if not 0 <= value <= 1e4:
+                raise ConfigError(f"eval.finetune.{key} must be in [0, 1e4], got {value}")
+        if self.head_lr == 0 and self.encoder_lr == 0:
+            raise ConfigError("eval.finetune.head_lr and encoder_lr are both 0: nothing would train")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"eval.finetune.momentum must be in [0, 1), got {self.momentum}")
+        _choice("eval.finetune.schedule", self.schedule, FINETUNE_SCHEDULES)
+        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"eval.finetune.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"eval.finetune.gamma must be in (0, 1], got {self.gamma}")
+        if (len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise ConfigError(f"eval.finetune.crop_scale must be [min, max] with 0 < min <= max <= 1, "
+                              f"got {list(self.crop_scale)}")
+
+
 @dataclass
 class EvalConfig:
     """Evaluation of a frozen backbone; images are centre-cropped by crop_ratio and resized to image_size."""
@@ -321,6 +383,7 @@ class EvalConfig:
     batch_size: int = 512
     linear: LinearEvalConfig = field(default_factory=LinearEvalConfig)
     knn: KNNEvalConfig = field(default_factory=KNNEvalConfig)
+    finetune: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
 
     def validate(self) -> None:
         if not 0 < self.crop_ratio <= 1:
@@ -328,6 +391,7 @@ class EvalConfig:
         _positive("eval.batch_size", self.batch_size)
         self.linear.validate()
         self.knn.validate()
+        self.finetune.validate()
 
 
 @dataclass
@@ -412,6 +476,28 @@ def recipe_dirs() -> List[Path]:
     return dirs
 
 
+def list_presets() -> List[str]:
+    """The evaluation presets: ``recipes/eval/*.yaml`` of every recipe folder, as ``eval/<name>``."""
+    names = set()
+    for d in recipe_dirs():
+        if (d / "eval").is_dir():
+            names.update(f"eval/{p.stem}" for p in (d / "eval").glob("*.yaml"))
+    return sorted(names)
+
+
+def find_preset(name_or_path: str) -> Path:
+    """An evaluation preset by path, by ``eval/<name>`` or by its bare name."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return find_recipe(name_or_path)
+    name = name_or_path if name_or_path.startswith("eval/") else f"eval/{name_or_path}"
+    for d in recipe_dirs():
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    hint = _did_you_mean(name, list_presets())
+    raise ConfigError(f"unknown preset '{name_or_path}'{hint}; available: {', '.join(list_presets()) or 'none'}")
+
+
 def list_recipes() -> List[str]:
     names = set()
     for d in recipe_dirs():
@@ -474,13 +560,18 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"bad override: {_omega_msg(exc)}") from None
 
 
-def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None) -> Config:
-    """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- overrides, typed and validated."""
+def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None,
+                presets: Sequence[str] = ()) -> Config:
+    """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- presets <- overrides, typed and
+    validated. A preset is a recipe too (usually one of ``recipes/eval/``, named ``eval/<name>`` or by its bare name)
+    layered after the main recipe: an evaluation protocol applied to any run."""
     layers: List[DictConfig] = []
     if base is not None:
         layers.append(OmegaConf.create(base))
     if recipe is not None:
         layers.extend(_recipe_layers(find_recipe(recipe), ()))
+    for preset in presets:
+        layers.extend(_recipe_layers(find_preset(preset), ()))
     layers.append(_parse_overrides(overrides))
     try:
         raw = _merge_layers(layers)

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     esub = ev.add_subparsers(dest="protocol", parser_class=_Parser, metavar="PROTOCOL")
     for name, text in (("linear", "linear probe: L-BFGS logistic regression on cached features (default) or the "
                                   "SGD protocol (eval.linear.protocol=sgd)"),
-                       ("knn", "weighted kNN on cosine similarity, k=20 and 200 by default (eval.knn.k)")):
+                       ("knn", "weighted kNN on cosine similarity, k=20 and 200 by default (eval.knn.k)"),
+                       ("finetune", "fine-tune the encoder with a new classifier on a class-balanced fraction of the "
+                                    "labels (eval.finetune.labels: 0.01, 0.1, 1.0); the papers' protocols are "
+                                    "presets: --preset relicv2_semi_1pct (see `selfsup recipes`)")):
         e = esub.add_parser(name, help=text, description=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(e)
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         src.add_argument("--random-init", action="store_true",
                          help="evaluate a randomly initialised backbone of the configured architecture (a baseline)")
         e.add_argument("--out", help="write the results as JSON here")
+        e.add_argument("--preset", "-p", action="append", default=[], metavar="PRESET",
+                       help="an evaluation protocol from recipes/eval/ (e.g. relicv2_semi_10pct), layered over the "
+                            "run's config and the recipe; repeatable")
 
     d = sub.add_parser("demo", help="pretrain RELICv2 on the built-in data, probe it against random init, report",
                        description="Pretrains RELICv2 on the built-in procedural dataset for a few minutes, "
@@ -145,6 +151,11 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         for name in list_recipes():
             print(f"{name:28s} {find_recipe(name)}")
+        from selfsup.config import find_preset, list_presets
+
+        print("\nevaluation presets (selfsup eval ... --preset NAME):")
+        for name in list_presets():
+            print(f"{name[len('eval/'):]:28s} {find_preset(name)}")
         return 0
     import selfsup.methods  # noqa: F401  (registers the methods)
 
@@ -211,18 +222,26 @@ def _draw_curves(out: Path, name: str) -> Optional[Path]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from selfsup.eval.run import check_output_file, config_for, load_backbone, run_knn, run_linear, write_json
+    from selfsup.eval.run import (check_output_file, config_for, load_backbone, run_finetune, run_knn, run_linear,
+                                  write_json)
 
     if args.out:
         check_output_file(Path(args.out))
-    cfg = config_for(args.checkpoint, args.recipe, args.overrides)
-    backbone = load_backbone(cfg, None if args.random_init else args.checkpoint)
+    cfg = config_for(args.checkpoint, args.recipe, args.overrides, presets=args.preset)
+    backbone = None if args.protocol == "finetune" else load_backbone(cfg, None if args.random_init else args.checkpoint)
     source = "random init" if args.random_init else args.checkpoint
     if args.protocol == "linear":
         res = run_linear(cfg, backbone, progress=not args.quiet)
         extra = f"l2={res['l2']:g}" if res["protocol"] == "lbfgs" else f"{res['epochs']} epochs"
         print(f"linear ({res['protocol']}) on {cfg.data.dataset}, {source}: top-1 {res['top1']:.2f}%  "
               f"top-5 {res['top5']:.2f}%  ({extra})")
+    elif args.protocol == "finetune":
+        res = run_finetune(cfg, None if args.random_init else args.checkpoint, progress=not args.quiet)
+        fc = cfg.eval.finetune
+        subset = f", subset {res['subset_file']}" if res["subset_file"] else ""
+        print(f"fine-tune ({100 * fc.labels:g}% labels = {res['num_train']} images, classifier on "
+              f"{'the projector' if fc.head == 'projector' else 'the backbone'}, {res['epochs']} epochs) on "
+              f"{cfg.data.dataset}, {source}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%{subset}")
     else:
         res = run_knn(cfg, backbone, progress=not args.quiet)
         for k in cfg.eval.knn.k:

@@ -26,8 +26,9 @@ from selfsup.models.backbones import create_backbone
 log = logging.getLogger("selfsup.eval")
 
 
-def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequence[str]) -> Config:
-    """The run's config stored with the checkpoint (if any), then the recipe, then the overrides."""
+def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequence[str],
+               presets: Sequence[str] = ()) -> Config:
+    """The run's config stored with the checkpoint (if any), then the recipe, the presets and the overrides."""
     base = None
     if checkpoint:
         _, config_yaml = load_backbone_state(checkpoint)
@@ -43,7 +44,7 @@ def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequ
                 raise CheckpointError(f"{checkpoint}: its stored config is not a mapping of options")
     if base is None and recipe is None and checkpoint:
         raise ConfigError(f"{checkpoint} carries no config; pass --recipe to say which backbone it is")
-    return load_config(recipe, overrides, base=base)
+    return load_config(recipe, overrides, base=base, presets=presets)
 
 
 def load_backbone(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
@@ -148,6 +149,68 @@ def run_knn(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, 
                            num_classes=data.train.num_classes)
         out[f"k{k}_top1"], out[f"k{k}_top5"] = res["top1"], res["top5"]
     return out
+
+
+def run_finetune(cfg: Config, checkpoint: Optional[str], progress: bool = True,
+                 data: Optional[ProbeData] = None) -> Dict[str, object]:
+    """Fine-tune the pretrained encoder (``checkpoint``; random init when None: the supervised baseline) with a new
+    linear classifier on a class-balanced ``eval.finetune.labels`` fraction of the training labels, drawn with
+    ``eval.finetune.subset_seed`` and saved in (or read from) ``eval.finetune.subset_dir``; report on the test split.
+    See :mod:`selfsup.eval.finetune` for the protocols."""
+    from torch.utils.data import Subset
+
+    from selfsup.data.subsets import dataset_identity, subset_for
+    from selfsup.eval.finetune import Trunk, finetune, head_prefix, pretrained_head
+
+    fc = cfg.eval.finetune
+    data = data or probe_data(cfg)
+    if fc.head == "projector":  # the weights first: a checkpoint that does not fit is refused before any file is written
+        method = load_method(cfg, checkpoint)
+        trunk = Trunk(method.backbone, head_prefix(pretrained_head(method), fc.head_layers))
+    else:
+        trunk = Trunk(load_backbone(cfg, checkpoint))
+    labels = data.train.labels
+    subset_path = None
+    if fc.labels < 1:
+        identity = dataset_identity(cfg.data.dataset, "train", labels, data.train.num_classes)
+        indices, subset_path = subset_for(labels, identity, fc.labels, fc.subset_seed, Path(fc.subset_dir))
+        train_ds = Subset(data.train, indices.tolist())
+    else:
+        train_ds = data.train
+    dev = device_for(cfg)
+    crop = train_crop_flip_sampler(data.size, tuple(fc.crop_scale), data.train.mean, data.train.std)
+
+    def train_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return crop.sample(images, None, generator).large[0]
+
+    res = finetune(trunk.to(dev), train_ds, data.test, train_transform=train_transform,
+                   test_transform=data.preprocess(cfg), num_classes=data.train.num_classes, cfg=fc, device=dev,
+                   seed=cfg.seed, collate_fn=collate, progress=progress)
+    res.update(labels_fraction=fc.labels, subset_file=str(subset_path) if subset_path else None, head=fc.head)
+    return res
+
+
+def load_method(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
+    """The whole pretraining method of ``cfg`` (backbone and heads) with the weights of a training checkpoint (a run
+    folder or its ``last.ckpt``); random init when ``checkpoint`` is None."""
+    from selfsup.engine.checkpoint import load_checkpoint
+    from selfsup.methods import build_method
+
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg)
+    if checkpoint:
+        path = Path(checkpoint)
+        if path.suffix == ".safetensors":
+            raise ConfigError(f"{checkpoint} holds only the backbone; eval.finetune.head=projector needs the run's "
+                              "last.ckpt (or its folder), which also holds the projector")
+        state = load_checkpoint(path)["method"]
+        try:
+            method.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise CheckpointError(f"{checkpoint} does not fit method.name={cfg.method.name}: "
+                                  f"{(first[1] if len(first) > 1 else first[0]).strip()[:200]}") from None
+    return method
 
 
 def check_output_file(path: Path, option: str = "--out") -> None:
