@@ -374,6 +374,50 @@ class FinetuneEvalConfig:
                               f"got {list(self.crop_scale)}")
 
 
+TRANSFER_MODES = ("linear", "finetune")
+TRANSFER_METRICS = ("top1", "mean_per_class")
+
+
+@dataclass
+class TransferEvalConfig:
+    """Transfer to the dataset of ``data.*`` (RELICv2 App. D.3, after SimCLR and BYOL; :mod:`selfsup.eval.transfer`).
+
+    ``linear``: L-BFGS logistic regression on frozen features, the L2 strength (``eval.linear.l2_grid``) chosen on a
+    held-out ``val_fraction`` of train. ``finetune``: every (lr, weight decay, epochs) of the grid below is trained on
+    train minus val and scored on val; the best is refitted on all of train and reported on test.
+    """
+
+    mode: str = "linear"
+    metric: str = "top1"  # top1 | mean_per_class (SimCLR/BYOL report it for Pets, Flowers, Caltech-101, Aircraft)
+    val_fraction: float = 0.2
+    lrs: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])  # one rate for encoder and classifier
+    weight_decays: List[float] = field(default_factory=lambda: [0.0, 1.0e-5, 1.0e-4])
+    epochs: List[int] = field(default_factory=lambda: [10])
+    batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = True
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+
+    def validate(self) -> None:
+        _choice("eval.transfer.mode", self.mode, TRANSFER_MODES)
+        _choice("eval.transfer.metric", self.metric, TRANSFER_METRICS)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"eval.transfer.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not self.lrs or any(not 0 < v <= 1e4 for v in self.lrs):
+            raise ConfigError(f"eval.transfer.lrs needs values in (0, 1e4], got {list(self.lrs)}")
+        if not self.weight_decays or any(not 0 <= v <= 1 for v in self.weight_decays):
+            raise ConfigError(f"eval.transfer.weight_decays needs values in [0, 1], got {list(self.weight_decays)}")
+        if not self.epochs or any(not 1 <= v <= 100000 for v in self.epochs):
+            raise ConfigError(f"eval.transfer.epochs needs values in 1..100000, got {list(self.epochs)}")
+        if not 1 <= self.batch_size <= 1 << 20:
+            raise ConfigError(f"eval.transfer.batch_size must be in 1..{1 << 20}, got {self.batch_size}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"eval.transfer.momentum must be in [0, 1), got {self.momentum}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"eval.transfer.crop_scale must be [min, max] with 0 < min <= max <= 1, "
+                              f"got {list(self.crop_scale)}")
+
+
 @dataclass
 class EvalConfig:
     """Evaluation of a frozen backbone; images are centre-cropped by crop_ratio and resized to image_size."""
@@ -384,6 +428,7 @@ class EvalConfig:
     linear: LinearEvalConfig = field(default_factory=LinearEvalConfig)
     knn: KNNEvalConfig = field(default_factory=KNNEvalConfig)
     finetune: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
+    transfer: TransferEvalConfig = field(default_factory=TransferEvalConfig)
 
     def validate(self) -> None:
         if not 0 < self.crop_ratio <= 1:
@@ -392,6 +437,7 @@ class EvalConfig:
         self.linear.validate()
         self.knn.validate()
         self.finetune.validate()
+        self.transfer.validate()
 
 
 @dataclass

@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("knn", "weighted kNN on cosine similarity, k=20 and 200 by default (eval.knn.k)"),
                        ("finetune", "fine-tune the encoder with a new classifier on a class-balanced fraction of the "
                                     "labels (eval.finetune.labels: 0.01, 0.1, 1.0); the papers' protocols are "
-                                    "presets: --preset relicv2_semi_1pct (see `selfsup recipes`)")):
+                                    "presets: --preset relicv2_semi_1pct (see `selfsup recipes`)"),
+                       ("transfer", "transfer to the dataset of data.* (override it, e.g. data.dataset=fashion_mnist): "
+                                    "linear (L-BFGS, L2 chosen on a val split) or finetune (lr x weight decay x epochs "
+                                    "chosen on val), refitted on train and reported on test (eval.transfer.*)")):
         e = esub.add_parser(name, help=text, description=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(e)
@@ -228,7 +231,12 @@ def _eval(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(Path(args.out))
     cfg = config_for(args.checkpoint, args.recipe, args.overrides, presets=args.preset)
-    backbone = None if args.protocol == "finetune" else load_backbone(cfg, None if args.random_init else args.checkpoint)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    backbone = (None if args.protocol in ("finetune", "transfer")
+                else load_backbone(cfg, None if args.random_init else args.checkpoint))
     source = "random init" if args.random_init else args.checkpoint
     if args.protocol == "linear":
         res = run_linear(cfg, backbone, progress=not args.quiet)
@@ -242,6 +250,14 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"fine-tune ({100 * fc.labels:g}% labels = {res['num_train']} images, classifier on "
               f"{'the projector' if fc.head == 'projector' else 'the backbone'}, {res['epochs']} epochs) on "
               f"{cfg.data.dataset}, {source}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%{subset}")
+    elif args.protocol == "transfer":
+        from selfsup.eval.transfer import run_transfer
+
+        res = run_transfer(cfg, None if args.random_init else args.checkpoint, progress=not args.quiet)
+        chosen = ", ".join(f"{k}={v:g}" for k, v in res["chosen"].items())
+        print(f"transfer ({res['mode']}) to {cfg.data.dataset}, {source}: top-1 {res['top1']:.2f}%  "
+              f"mean per-class {res['mean_per_class']:.2f}%  top-5 {res['top5']:.2f}%  (chosen on val by "
+              f"{res['metric']}: {chosen})")
     else:
         res = run_knn(cfg, backbone, progress=not args.quiet)
         for k in cfg.eval.knn.k:

@@ -48,7 +48,7 @@ from selfsup.config import FinetuneEvalConfig
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError
 from selfsup.eval.features import autocast_for, channels_last, extract_features, make_loader, to_device_batch
 from selfsup.eval.linear import evaluate_linear_head, features_dim
-from selfsup.metrics.accuracy import check_labels
+from selfsup.metrics.accuracy import check_labels, mean_per_class_accuracy
 
 log = logging.getLogger("selfsup.eval")
 
@@ -110,7 +110,8 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
     follow :func:`finetune_lr` per step. ``cfg.epochs`` epochs over ``train_ds`` (reshuffled each epoch by a generator
     seeded from ``seed``; the last, smaller batch kept). ``amp``: bf16 autocast on CUDA only.
 
-    Returns ``{"top1", "top5", "train_loss", "train_top1" (last epoch), "epochs", "steps", "num_train"}``; raises
+    Returns ``{"top1", "top5", "mean_per_class", "train_loss", "train_top1" (last epoch), "epochs", "steps",
+    "num_train"}``; raises
     :class:`NonFiniteLossError` when the loss diverges.
     """
     device = torch.device(device)
@@ -194,7 +195,8 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
                                    amp=amp, num_workers=num_workers)
     check_labels(yte, num_classes, "test labels")
     test = evaluate_linear_head(nn.Identity(), logits, yte, ks=(1, 5))
-    return {"top1": test["top1"], "top5": test["top5"], "train_loss": train_loss, "train_top1": train_top1,
+    return {"top1": test["top1"], "top5": test["top5"], "mean_per_class": mean_per_class_accuracy(logits, yte, num_classes),
+            "train_loss": train_loss, "train_top1": train_top1,
             "epochs": cfg.epochs, "steps": step, "num_train": n_train}
 
 

@@ -71,3 +71,17 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
         else:
             out[f"top{k}"] = 100.0 * topk_correct(scores, labels, k).sum().item() / n
     return out
+
+
+def mean_per_class_accuracy(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean over the classes present in ``labels`` of each class's top-1 recall, in percent (the metric of the
+    transfer datasets with unbalanced test sets: Pets, Flowers, Caltech-101, Aircraft in SimCLR/BYOL/RELICv2)."""
+    if labels.numel() == 0:
+        return float("nan")
+    pred = scores.argmax(dim=1).to(labels.device)
+    hits = torch.zeros(num_classes, dtype=torch.float64, device=labels.device)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=labels.device)
+    hits.index_add_(0, labels, (pred == labels).double())
+    counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    present = counts > 0
+    return float(100.0 * (hits[present] / counts[present]).mean())
