@@ -99,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("--images", type=int, default=4096, help="images drawn for the statistics (default: 4096)")
     vi.add_argument("--rows", type=int, default=6, help="source images in the picture (default: 6)")
 
+    ex = sub.add_parser("export", help="write a run's backbone as safetensors for selfsup, timm or torchvision",
+                        description="Writes the pretrained backbone of a run as safetensors: in selfsup's layout, or "
+                                    "with the keys of the timm / torchvision model of the same architecture (ResNets, "
+                                    "MobileNetV2, ViTs), for downstream detection or segmentation code. The file's "
+                                    "metadata names the model to build; the command prints how to load it.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(ex)
+    ex.add_argument("--checkpoint", "-c", required=True, help="a run folder, last.ckpt or backbone.safetensors")
+    ex.add_argument("--format", "-f", default="selfsup", choices=["selfsup", "timm", "torchvision"],
+                    help="key layout of the written state dict (default: selfsup)")
+    ex.add_argument("--out", "-o", required=True, help="the .safetensors file to write")
+
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
@@ -168,6 +180,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.protocol is None:
             parser.parse_args(["eval", "--help"])
         return _eval(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "views":
         if args.views_command is None:
             parser.parse_args(["views", "--help"])
@@ -266,6 +280,36 @@ def _eval(args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), {"protocol": args.protocol, "source": str(source),
                                     "dataset": cfg.data.dataset, **res})
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from selfsup.engine.checkpoint import atomic_save_safetensors
+    from selfsup.errors import ConfigError
+    from selfsup.eval.run import check_output_file, config_for, load_backbone
+    from selfsup.models.export import export_state
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: the export is a .safetensors file")
+    check_output_file(out)
+    cfg = config_for(args.checkpoint, args.recipe, args.overrides)
+    backbone = load_backbone(cfg, args.checkpoint)
+    tensors, meta = export_state(backbone, args.format, width=cfg.model.width, image_size=cfg.views.large.size)
+    meta.update(source=str(args.checkpoint), backbone=cfg.model.backbone)
+    atomic_save_safetensors(out, tensors, meta)
+    print(f"wrote {len(tensors)} tensors ({args.format} layout) to {out}")
+    load = "from safetensors.torch import load_file; sd = load_file(%r)" % str(out)
+    if args.format == "timm":
+        kwargs = meta["timm_kwargs"]
+        extra = "" if kwargs == "{}" else ", **" + kwargs.replace("true", "True").replace("false", "False")
+        print(f"load: import timm; {load}; m = timm.create_model({meta['timm_model']!r}, num_classes=0{extra}); "
+              "m.load_state_dict(sd)")
+    elif args.format == "torchvision":
+        print(f"load: import torchvision; {load}; m = torchvision.models.{meta['torchvision_model']}(weights=None); "
+              "m.load_state_dict(sd, strict=False)  # only fc.* missing")
+    else:
+        print(f"load: selfsup eval linear --checkpoint {out}")
     return 0
 
 

@@ -121,6 +121,11 @@ def save_backbone(path: Path, backbone: nn.Module, config_yaml: str, extra: Opti
                                                                             "config": config_yaml}))
 
 
+def atomic_save_safetensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
+    """Any tensors as safetensors with string metadata, written atomically (e.g. ``selfsup export``)."""
+    _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata={k: str(v) for k, v in metadata.items()}))
+
+
 def load_backbone_state(path: Path | str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
     """(state_dict, config YAML or None) of the backbone stored in a ``.safetensors`` file or a training checkpoint."""
     path = Path(path)
