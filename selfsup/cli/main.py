@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "presets: --preset relicv2_semi_1pct (see `selfsup recipes`)"),
                        ("transfer", "transfer to the dataset of data.* (override it, e.g. data.dataset=fashion_mnist): "
                                     "linear (L-BFGS, L2 chosen on a val split) or finetune (lr x weight decay x epochs "
-                                    "chosen on val), refitted on train and reported on test (eval.transfer.*)")):
+                                    "chosen on val), refitted on train and reported on test (eval.transfer.*)"),
+                       ("robustness", "a linear classifier fitted on clean features, evaluated zero-shot on the test "
+                                      "split under the 15 ImageNet-C corruptions x 5 severities (needs "
+                                      "selfsup[robustness]) and on --ood folders that share the classes")):
         e = esub.add_parser(name, help=text, description=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(e)
@@ -71,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         src.add_argument("--random-init", action="store_true",
                          help="evaluate a randomly initialised backbone of the configured architecture (a baseline)")
         e.add_argument("--out", help="write the results as JSON here")
+        if name == "robustness":
+            e.add_argument("--corruptions", default="all",
+                           help="comma-separated ImageNet-C corruption names, 'all' (default) or 'none'")
+            e.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities (default 1-5)")
+            e.add_argument("--test-limit", type=int, default=None,
+                           help="corrupt a seeded subset of this many test images (default: all)")
+            e.add_argument("--ood", action="append", default=[], metavar="DIR",
+                           help="a labelled folder whose class folders are named like training classes; repeatable")
         e.add_argument("--preset", "-p", action="append", default=[], metavar="PRESET",
                        help="an evaluation protocol from recipes/eval/ (e.g. relicv2_semi_10pct), layered over the "
                             "run's config and the recipe; repeatable")
@@ -249,7 +260,7 @@ def _eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(cfg.train.threads)
-    backbone = (None if args.protocol in ("finetune", "transfer")
+    backbone = (None if args.protocol in ("finetune", "transfer", "robustness")
                 else load_backbone(cfg, None if args.random_init else args.checkpoint))
     source = "random init" if args.random_init else args.checkpoint
     if args.protocol == "linear":
@@ -272,6 +283,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"transfer ({res['mode']}) to {cfg.data.dataset}, {source}: top-1 {res['top1']:.2f}%  "
               f"mean per-class {res['mean_per_class']:.2f}%  top-5 {res['top5']:.2f}%  (chosen on val by "
               f"{res['metric']}: {chosen})")
+    elif args.protocol == "robustness":
+        res = _robustness(args, cfg, source)
     else:
         res = run_knn(cfg, backbone, progress=not args.quiet)
         for k in cfg.eval.knn.k:
@@ -281,6 +294,37 @@ def _eval(args: argparse.Namespace) -> int:
         write_json(Path(args.out), {"protocol": args.protocol, "source": str(source),
                                     "dataset": cfg.data.dataset, **res})
     return 0
+
+
+def _robustness(args: argparse.Namespace, cfg, source) -> dict:
+    from selfsup.errors import ConfigError
+    from selfsup.eval.robustness import CORRUPTIONS, robustness_table, run_robustness
+
+    names = {"all": list(CORRUPTIONS), "none": []}.get(args.corruptions)
+    if names is None:
+        names = [c.strip() for c in args.corruptions.split(",") if c.strip()]
+    try:
+        severities = [int(s) for s in args.severities.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--severities {args.severities!r}: comma-separated integers 1-5") from None
+    if not severities or any(not 1 <= s <= 5 for s in severities):
+        raise ConfigError(f"--severities {args.severities!r}: comma-separated integers 1-5")
+    if args.test_limit is not None and args.test_limit < 1:
+        raise ConfigError(f"--test-limit must be >= 1, got {args.test_limit}")
+    if not names and not args.ood:
+        raise ConfigError("nothing to evaluate: --corruptions none and no --ood folder")
+    checkpoint = None if args.random_init else args.checkpoint
+    res = run_robustness(cfg, checkpoint, corruptions=names, severities=severities, test_limit=args.test_limit,
+                         ood=args.ood, progress=not args.quiet)
+    print(f"robustness on {cfg.data.dataset}, {source}: clean top-1 {res['clean_top1']:.2f}% "
+          f"({res['num_test']} test images)")
+    if names:
+        print("\n".join(robustness_table(res)))
+        print(f"corrupted mean top-1 {res['mean_corrupted_top1']:.2f}% over {len(names)} corruptions x severities "
+              f"{','.join(map(str, severities))}")
+    for root, acc in res.get("ood", {}).items():
+        print(f"out-of-distribution {root}: top-1 {acc:.2f}%")
+    return res
 
 
 def _export(args: argparse.Namespace) -> int:
