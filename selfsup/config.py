@@ -230,6 +230,8 @@ class TrainConfig:
     max_time_s: Optional[float] = None  # wall-clock budget: stop early (with a checkpoint) when exceeded
     # backbone snapshots <out>/snapshots/backbone_<M>min.safetensors after M minutes of training (learning curves)
     snapshot_minutes: List[float] = field(default_factory=list)
+    # and <out>/snapshots/backbone_step<N>.safetensors every N steps (0 = off): accuracy against images seen (Fig. 5)
+    snapshot_every_steps: int = 0
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
     num_nodes: int = 1
@@ -261,6 +263,8 @@ class TrainConfig:
         _positive("train.log_every_steps", self.log_every_steps)
         for m in self.snapshot_minutes:
             _positive("train.snapshot_minutes", m)
+        if not 0 <= self.snapshot_every_steps <= 10 ** 9:
+            raise ConfigError(f"train.snapshot_every_steps must be >= 0 (0 = off), got {self.snapshot_every_steps}")
         _choice("train.accelerator", self.accelerator, ("auto", "cpu", "cuda", "gpu", "mps"))
         _choice("train.strategy", self.strategy, ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"))
         _choice("train.precision", self.precision, ("auto", "32-true", "32", "bf16-mixed", "16-mixed"))

@@ -122,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="key layout of the written state dict (default: selfsup)")
     ex.add_argument("--out", "-o", required=True, help="the .safetensors file to write")
 
+    an = sub.add_parser("analyze", help="analysis figures of runs: nearest-neighbour distances, discriminant "
+                                        "ratios, t-SNE, accuracy against images seen",
+                        description="RELICv2 Appendix G on the test split of each run's data: distances to the 5 "
+                                    "nearest neighbours for a few classes (Fig. 6), the distribution of the linear "
+                                    "discriminant ratio with the runs overlaid (Fig. 7), a t-SNE coloured by class, "
+                                    "and probe accuracy against images seen from the run's snapshots (Fig. 5; "
+                                    "pretrain with train.snapshot_every_steps=N). Writes PNGs and analysis.json.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    an.add_argument("runs", nargs="*", metavar="RUN", help="run folders (or checkpoints); key=value overrides too")
+    an.add_argument("--out", "-o", default="analysis", help="folder for the figures (default: analysis)")
+    an.add_argument("--classes", default="", help="comma-separated class names for the neighbour plot "
+                                                  "(default: the first 4)")
+    an.add_argument("--per-class", type=int, default=50, help="test images per class in the neighbour plot")
+    an.add_argument("--max-points", type=int, default=2000, help="images in the t-SNE (and at least in the ratios)")
+    an.add_argument("--probe", choices=["knn", "linear"], default="knn", help="probe of the snapshots (default knn)")
+    an.add_argument("--random-init", action="store_true", help="add the random-init backbone as a reference")
+    an.add_argument("--no-curve", action="store_true", help="skip the accuracy-against-images figure")
+    an.add_argument("--no-embedding", action="store_true", help="skip the t-SNE")
+    an.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
@@ -191,6 +211,21 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.protocol is None:
             parser.parse_args(["eval", "--help"])
         return _eval(args)
+    if args.command == "analyze":
+        from selfsup.eval.analysis import run_analysis
+
+        runs = [r for r in args.runs if "=" not in r]
+        overrides = [r for r in args.runs if "=" in r]
+        res = run_analysis(runs, Path(args.out), overrides, classes=[c for c in args.classes.split(",") if c],
+                           per_class=args.per_class, max_points=args.max_points, probe=args.probe,
+                           curve=not args.no_curve, embedding=not args.no_embedding, random_init=args.random_init,
+                           progress=not args.quiet)
+        for name, row in res["runs"].items():
+            print(f"{name}: {100 * row['same_class_nn']:.1f}% of 5-NN in the same class, discriminant ratio median "
+                  f"{row['ratio_median']:.3f}" + (f", {len(row['curve'])} snapshots probed" if "curve" in row else ""))
+        for key, path in res["figures"].items():
+            print(f"{key}: {path}")
+        return 0
     if args.command == "export":
         return _export(args)
     if args.command == "views":

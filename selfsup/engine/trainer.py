@@ -432,6 +432,9 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                     _save_snapshot(out_dir, snapshots[0], inner.backbone, config_yaml, step, t.batch_size,
                                    trained_s + t2 - t_start)
                 snapshots.pop(0)
+            if t.snapshot_every_steps and step % t.snapshot_every_steps == 0 and fabric.is_global_zero:
+                _save_snapshot(out_dir, None, inner.backbone, config_yaml, step, t.batch_size,
+                               trained_s + t2 - t_start)
             done = step == total_steps
             timed_out = t.max_time_s is not None and t2 - t_start >= t.max_time_s
             halted = stop_at_step is not None and step >= stop_at_step
@@ -465,23 +468,26 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     return result
 
 
-def snapshot_path(out_dir: Path, minutes: float) -> Path:
-    return Path(out_dir) / "snapshots" / f"backbone_{minutes:g}min.safetensors"
+def snapshot_path(out_dir: Path, minutes: Optional[float], step: Optional[int] = None) -> Path:
+    name = f"backbone_{minutes:g}min" if minutes is not None else f"backbone_step{step:08d}"
+    return Path(out_dir) / "snapshots" / f"{name}.safetensors"
 
 
-def _save_snapshot(out_dir: Path, minutes: float, backbone: nn.Module, config_yaml: str, step: int, batch: int,
-                   seconds: float) -> None:
-    """The online backbone after ``minutes`` of training (the first step that ends past the mark), with the step, the
-    images seen and the exact training time in the safetensors metadata."""
-    path = snapshot_path(out_dir, minutes)
+def _save_snapshot(out_dir: Path, minutes: Optional[float], backbone: nn.Module, config_yaml: str, step: int,
+                   batch: int, seconds: float) -> None:
+    """The online backbone after ``minutes`` of training (the first step that ends past the mark; ``None``: at step
+    ``step``, ``train.snapshot_every_steps``), with the step, the images seen and the exact training time in the
+    safetensors metadata."""
+    path = snapshot_path(out_dir, minutes, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_backbone(path, backbone, config_yaml, extra={"step": str(step), "images_seen": str(step * batch),
                                                      "trained_s": f"{seconds:.3f}"})
-    log.info("snapshot after %.1f min (step %d): %s", seconds / 60, step, path)
+    (log.info if minutes is not None else log.debug)("snapshot after %.1f min (step %d): %s", seconds / 60, step, path)
 
 
 RESUME_FREE_KEYS = ("out", "name", "train.progress", "train.max_time_s", "train.log_every_steps",
                     "train.ckpt_every_steps", "train.ckpt_every_minutes", "train.threads", "train.snapshot_minutes",
+                    "train.snapshot_every_steps",
                     "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.compile",
                     "data.workers", "data.root", "data.test_root", "data.skip_corrupt", "eval.", "monitor.")
 

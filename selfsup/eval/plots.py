@@ -203,3 +203,102 @@ def plot_neighbours(queries: torch.Tensor, bank, neighbours: Dict[str, torch.Ten
     fig.savefig(png, bbox_inches="tight")
     plt.close(fig)
     return png
+
+
+def plot_nn_distances(results: Dict[str, dict], png: Path, class_names: Optional[Sequence[str]] = None,
+                      title: str = "distances to the 5 nearest neighbours (RELICv2 Fig. 6)") -> Path:
+    """One panel per representation: row = test image (classes in blocks), a point at each of its nearest neighbours'
+    positions, coloured by the distance; dashed lines mark the class blocks."""
+    names = list(results)
+    vmax = max(float(r["distances"].max()) for r in results.values())
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names) + 0.8, 4.6), dpi=110, squeeze=False)
+    scatter = None
+    for ax, name in zip(axes[0], names):
+        r = results[name]
+        m, k = r["neighbours"].shape
+        rows = torch.arange(m)[:, None].expand(m, k)
+        scatter = ax.scatter(r["neighbours"].flatten().numpy(), rows.flatten().numpy(),
+                             c=r["distances"].flatten().numpy(), s=3, cmap="viridis", vmin=0.0, vmax=vmax)
+        for b in r["block"][1:-1]:
+            ax.axhline(b - 0.5, color="gray", lw=0.6, ls="--")
+            ax.axvline(b - 0.5, color="gray", lw=0.6, ls="--")
+        ticks = [(a + b) / 2 for a, b in zip(r["block"][:-1], r["block"][1:])]
+        labels = [class_names[int(r["labels"][int(a)])] if class_names else str(int(r["labels"][int(a)]))
+                  for a in r["block"][:-1]]
+        ax.set_xticks(ticks, labels, fontsize=7)
+        ax.set_yticks(ticks, labels, fontsize=7, rotation=90, va="center")
+        ax.set_xlim(-0.5, m - 0.5)
+        ax.set_ylim(m - 0.5, -0.5)
+        ax.set_title(f"{name}: {100 * r['same_class']:.1f}% same class", fontsize=9)
+    fig.colorbar(scatter, ax=axes[0].tolist(), label="l2 distance (normalised features)", shrink=0.85)
+    fig.suptitle(title, fontsize=10)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def plot_ratio_distributions(ratios: Dict[str, torch.Tensor], png: Path,
+                             title: str = "linear discriminant ratio per test image (RELICv2 Fig. 7)") -> Path:
+    """Overlaid density histograms of the between/within distance ratio, one per representation, medians dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    lo = min(float(r.min()) for r in ratios.values())
+    hi = max(float(r.max()) for r in ratios.values())
+    bins = torch.linspace(lo, hi, 60).numpy()
+    for i, (name, r) in enumerate(ratios.items()):
+        med = float(r.median())
+        ax.hist(r.numpy(), bins=bins, density=True, histtype="step", lw=1.6, color=f"C{i}",
+                label=f"{name} (median {med:.3f})")
+        ax.axvline(med, color=f"C{i}", ls="--", lw=1)
+    ax.axvline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel("mean distance to other classes / mean distance within the class")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def plot_embeddings(embeddings: Dict[str, tuple], png: Path, class_names: Optional[Sequence[str]] = None,
+                    title: str = "t-SNE of the test representations") -> Path:
+    """One panel per representation: the 2-D points coloured by class, one legend for all."""
+    names = list(embeddings)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.6), dpi=110, squeeze=False)
+    cmap = plt.get_cmap("tab10" if max(int(e[1].max()) for e in embeddings.values()) < 10 else "tab20")
+    for ax, name in zip(axes[0], names):
+        pts, y = embeddings[name]
+        for c in sorted(set(y.tolist())):
+            sel = y == c
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=3, color=cmap(c % cmap.N),
+                       label=class_names[c] if class_names else str(c))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=9)
+    axes[0, -1].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title, fontsize=10)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def plot_accuracy_vs_images(curves: Dict[str, List[tuple]], png: Path, ylabel: str,
+                            title: str = "accuracy against images seen in pretraining (RELICv2 Fig. 5)") -> Path:
+    """One line per run: ``curves[name]`` = [(images seen, accuracy)]."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for i, (name, pts) in enumerate(curves.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=4, color=f"C{i}", label=name)
+    ax.set_xlabel("images seen during pretraining")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
