@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "pretrain with train.snapshot_every_steps=N). Writes PNGs and analysis.json.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     an.add_argument("runs", nargs="*", metavar="RUN", help="run folders (or checkpoints); key=value overrides too")
-    an.add_argument("--out", "-o", default="analysis", help="folder for the figures (default: analysis)")
+    an.add_argument("--out", "-o", default=None,
+                    help="folder for the figures (default: RUN/analysis for one run, where `selfsup report` finds "
+                         "them; ./analysis otherwise)")
     an.add_argument("--classes", default="", help="comma-separated class names for the neighbour plot "
                                                   "(default: the first 4)")
     an.add_argument("--per-class", type=int, default=50, help="test images per class in the neighbour plot")
@@ -141,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-curve", action="store_true", help="skip the accuracy-against-images figure")
     an.add_argument("--no-embedding", action="store_true", help="skip the t-SNE")
     an.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    rp = sub.add_parser("report", help="one self-contained HTML page (and Markdown) for a run",
+                        description="Writes report.html (self-contained: figures inlined) and report.md for a run: "
+                                    "its summary, every evaluation kept in RUN/evals/, the robustness table, the "
+                                    "curves and analysis figures, and the config.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("run", metavar="RUN", help="a run folder")
+    rp.add_argument("--out", "-o", default=None, help="folder for report.html / report.md (default: the run folder)")
+    cp = sub.add_parser("compare", help="several runs side by side in one HTML page (and Markdown)",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    cp.add_argument("--out", "-o", default="compare", help="folder for compare.html / compare.md (default: compare)")
 
     sub.add_parser("recipes", help="list the recipes")
     return parser
@@ -216,7 +230,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         runs = [r for r in args.runs if "=" not in r]
         overrides = [r for r in args.runs if "=" in r]
-        res = run_analysis(runs, Path(args.out), overrides, classes=[c for c in args.classes.split(",") if c],
+        single = _run_dir(runs[0]) if len(runs) == 1 else None
+        out = Path(args.out) if args.out else (single / "analysis" if single else Path("analysis"))
+        res = run_analysis(runs, out, overrides, classes=[c for c in args.classes.split(",") if c],
                            per_class=args.per_class, max_points=args.max_points, probe=args.probe,
                            curve=not args.no_curve, embedding=not args.no_embedding, random_init=args.random_init,
                            progress=not args.quiet)
@@ -228,6 +244,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.command == "export":
         return _export(args)
+    if args.command in ("report", "compare"):
+        from selfsup.eval.report import write_compare, write_report
+
+        html_path, md_path = (write_report(Path(args.run), Path(args.out) if args.out else None)
+                              if args.command == "report" else write_compare([Path(r) for r in args.runs],
+                                                                            Path(args.out)))
+        print(f"{args.command}: {html_path}  (Markdown: {md_path})")
+        return 0
     if args.command == "views":
         if args.views_command is None:
             parser.parse_args(["views", "--help"])
@@ -325,10 +349,43 @@ def _eval(args: argparse.Namespace) -> int:
         for k in cfg.eval.knn.k:
             print(f"knn k={k} on {cfg.data.dataset}, {source}: top-1 {res[f'k{k}_top1']:.2f}%  "
                   f"top-5 {res[f'k{k}_top5']:.2f}%")
+    import time
+
+    payload = {"protocol": args.protocol, "source": str(source), "dataset": cfg.data.dataset,
+               "command": "selfsup " + " ".join(args.argv), "date": time.strftime("%Y-%m-%d %H:%M"), **res}
     if args.out:
-        write_json(Path(args.out), {"protocol": args.protocol, "source": str(source),
-                                    "dataset": cfg.data.dataset, **res})
+        write_json(Path(args.out), payload)
+    run_dir = None if args.random_init else _run_dir(args.checkpoint)
+    if run_dir is not None:  # every evaluation of a run is kept with it, for `selfsup report`
+        path = run_dir / "evals" / f"{_eval_name(args, cfg)}.json"
+        try:
+            write_json(path, payload)
+        except OSError as exc:
+            logging.getLogger("selfsup").warning("could not keep the result in %s: %s", path, exc)
     return 0
+
+
+def _run_dir(checkpoint: Optional[str]) -> Optional[Path]:
+    """The run folder a checkpoint belongs to (the folder itself, or the folder of its last.ckpt/backbone), if any."""
+    if not checkpoint:
+        return None
+    p = Path(checkpoint)
+    p = p if p.is_dir() else p.parent
+    return p if (p / "train_log.csv").is_file() or (p / "last.ckpt").is_file() else None
+
+
+def _eval_name(args: argparse.Namespace, cfg) -> str:
+    """The file name (without .json) of an evaluation in <run>/evals: protocol, setting, dataset."""
+    parts = [args.protocol]
+    if args.protocol == "linear":
+        parts.append(cfg.eval.linear.protocol)
+    elif args.protocol == "finetune":
+        fc = cfg.eval.finetune
+        parts += [Path(p).stem for p in args.preset] or [f"{100 * fc.labels:g}pct", fc.head]
+    elif args.protocol == "transfer":
+        parts.append(cfg.eval.transfer.mode)
+    parts.append(cfg.data.dataset)
+    return "_".join(str(p).replace("/", "-").replace(".", "p") for p in parts)
 
 
 def _robustness(args: argparse.Namespace, cfg, source) -> dict:
