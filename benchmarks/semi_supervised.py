@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--presets", required=True, help="comma-separated presets from recipes/eval/")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-semi"))
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init rows")
+    ap.add_argument("--linear-reference", action="store_true",
+                    help="also fit the L-BFGS linear probe on the same labelled subsets")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -50,12 +52,37 @@ def main() -> None:
             (args.out / "results.json").write_text(json.dumps(
                 {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "machine": machine(cfg),
                  "checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "rows": rows}, indent=1) + "\n")
+    if args.linear_reference:  # the L-BFGS linear probe on the same labelled images: what fine-tuning must beat
+        from selfsup.data.subsets import dataset_identity, subset_for
+        from selfsup.eval.linear import fit_logistic_lbfgs
+        from selfsup.eval.run import features, load_backbone
+
+        cfg = config_for(args.checkpoint, None, list(args.overrides))
+        data = probe_data(cfg)
+        fractions = sorted({r["labels"] for r in rows})
+        for source in ([args.checkpoint] if args.no_baseline else [args.checkpoint, None]):
+            xtr, ytr, xte, yte = features(cfg, load_backbone(cfg, source), data, False)
+            for f in fractions:
+                ident = dataset_identity(cfg.data.dataset, "train", data.train.labels, data.train.num_classes)
+                idx, _ = subset_for(data.train.labels, ident, f, cfg.eval.finetune.subset_seed, args.out / "subsets")
+                res = fit_logistic_lbfgs(xtr[idx], ytr[idx], xte, yte, num_classes=data.train.num_classes,
+                                         l2_grid=cfg.eval.linear.l2_grid, val_fraction=cfg.eval.linear.val_fraction,
+                                         seed=cfg.seed)
+                row = {"preset": "linear probe (L-BFGS)", "source": "random init" if source is None else "pretrained",
+                       "labels": f, "num_train": int(idx.numel()), "top1": res["top1"], "top5": res["top5"],
+                       "epochs": None, "steps": None, "minutes": 0.0}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        (args.out / "results.json").write_text(json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "machine": machine(cfg),
+             "checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "rows": rows}, indent=1) + "\n")
     print(f"\n{command}\n")
     print("| preset | labels | images | pretrained top-1 | random init top-1 | margin | pretrained top-5 | minutes |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for preset in args.presets.split(","):
-        pre = next(r for r in rows if r["preset"] == preset and r["source"] == "pretrained")
-        base = next((r for r in rows if r["preset"] == preset and r["source"] == "random init"), None)
+    for preset, labels in dict.fromkeys((r["preset"], r["labels"]) for r in rows):
+        pre = next(r for r in rows if (r["preset"], r["labels"]) == (preset, labels) and r["source"] == "pretrained")
+        base = next((r for r in rows if (r["preset"], r["labels"]) == (preset, labels)
+                     and r["source"] == "random init"), None)
         print(f"| {preset} | {100 * pre['labels']:g}% | {pre['num_train']} | {pre['top1']:.2f} | "
               + (f"{base['top1']:.2f} | {pre['top1'] - base['top1']:+.2f} | " if base else "- | - | ")
               + f"{pre['top5']:.2f} | {pre['minutes'] + (base['minutes'] if base else 0):.1f} |")
