@@ -31,14 +31,20 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init rows")
     ap.add_argument("--linear-reference", action="store_true",
                     help="also fit the L-BFGS linear probe on the same labelled subsets")
+    ap.add_argument("--linear-only", action="store_true",
+                    help="only the L-BFGS linear probe on the presets' label subsets (no fine-tuning)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/semi_supervised.py " + " ".join(sys.argv[1:])
     rows = []
+    fractions = []
     for preset in args.presets.split(","):
         cfg = config_for(args.checkpoint, None, [f"eval.finetune.subset_dir={args.out / 'subsets'}",
                                                  *args.overrides], presets=[preset])
+        fractions.append(cfg.eval.finetune.labels)
+        if args.linear_only:
+            continue
         data = probe_data(cfg)
         for source in ([args.checkpoint] if args.no_baseline else [args.checkpoint, None]):
             t0 = time.perf_counter()
@@ -52,14 +58,14 @@ def main() -> None:
             (args.out / "results.json").write_text(json.dumps(
                 {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "machine": machine(cfg),
                  "checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "rows": rows}, indent=1) + "\n")
-    if args.linear_reference:  # the L-BFGS linear probe on the same labelled images: what fine-tuning must beat
+    if args.linear_reference or args.linear_only:  # the L-BFGS linear probe on the same labelled images: what fine-tuning must beat
         from selfsup.data.subsets import dataset_identity, subset_for
         from selfsup.eval.linear import fit_logistic_lbfgs
         from selfsup.eval.run import features, load_backbone
 
         cfg = config_for(args.checkpoint, None, list(args.overrides))
         data = probe_data(cfg)
-        fractions = sorted({r["labels"] for r in rows})
+        fractions = sorted(set(fractions))
         for source in ([args.checkpoint] if args.no_baseline else [args.checkpoint, None]):
             xtr, ytr, xte, yte = features(cfg, load_backbone(cfg, source), data, False)
             for f in fractions:
