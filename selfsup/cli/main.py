@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-changes", action="store_true",
                    help="resume even though the config differs from the checkpoint's (refused otherwise)")
 
-    ev = sub.add_parser("eval", help="evaluate a frozen backbone (linear, knn)")
+    ev = sub.add_parser("eval", help="evaluate a pretrained backbone (linear, knn, finetune, transfer, robustness)")
     esub = ev.add_subparsers(dest="protocol", parser_class=_Parser, metavar="PROTOCOL")
     for name, text in (("linear", "linear probe: L-BFGS logistic regression on cached features (default) or the "
                                   "SGD protocol (eval.linear.protocol=sgd)"),
