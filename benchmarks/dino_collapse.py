@@ -1,0 +1,56 @@
+"""Does a DINO run collapse? Trains a recipe for a few steps and prints, every 10 steps, statistics of the teacher on
+the first large view: the spread of the backbone features across the batch, the mean pairwise cosine of the bottleneck
+embeddings (1.0 = every image maps to one direction) and the spread of the logits across the batch and across the
+prototypes. Used for RESULTS 13.
+
+    .venv/bin/python benchmarks/dino_collapse.py dino_shapes --steps 80 [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import selfsup.methods.dino as dino  # noqa: E402
+from selfsup.config import load_config  # noqa: E402
+from selfsup.engine.trainer import pretrain  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--out", default="/tmp/selfsup-dino-collapse")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_intermixed_args()
+    forward = dino.DINO.forward
+
+    def observed(self, views, ctx):
+        if ctx.step % 10 == 0:
+            with torch.no_grad():
+                feats = self.teacher_backbone(views.large[0])
+                z = torch.nn.functional.normalize(self.teacher_head.mlp(feats), dim=-1)
+                logits = self.teacher_head(feats)
+                cos = z @ z.T
+                off = cos[~torch.eye(len(cos), dtype=torch.bool)].mean().item()
+                print(f"step {ctx.step:4d}  backbone spread {(feats.std(0).mean() / feats.abs().mean()).item():.3f}  "
+                      f"bottleneck mean cosine {off:.3f}  logit std over batch {logits.std(0).mean().item():.4f}  "
+                      f"over prototypes {logits.std(1).mean().item():.4f}", flush=True)
+        return forward(self, views, ctx)
+
+    dino.DINO.forward = observed
+    cfg = load_config(args.recipe, [f"train.steps={args.steps}", f"out={args.out}", "train.progress=false",
+                                    "monitor.knn_every_steps=0", *args.overrides])
+    if cfg.method.name != "dino":
+        raise SystemExit(f"{args.recipe} is not a DINO recipe")
+    pretrain(cfg)
+
+
+if __name__ == "__main__":
+    main()
