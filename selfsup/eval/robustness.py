@@ -199,7 +199,8 @@ def run_robustness(cfg, checkpoint: Optional[str], *, corruptions: Sequence[str]
 
 def robustness_table(res: Dict[str, Any]) -> List[str]:
     """Markdown lines in the layout of RELICv2's Table 9: one column per corruption, then the mean."""
-    names = list(res["corruptions"])
+    names = [c for c in CORRUPTIONS if c in res["corruptions"]]  # Table 9's order, whatever order the dict has
+    names += [c for c in res["corruptions"] if c not in names]
     short = {"gaussian_noise": "Gauss", "shot_noise": "Shot", "impulse_noise": "Impulse", "defocus_blur": "Defocus",
              "glass_blur": "Glass", "motion_blur": "Motion", "zoom_blur": "Zoom", "snow": "Snow", "frost": "Frost",
              "fog": "Fog", "brightness": "Bright", "contrast": "Contrast", "elastic_transform": "Elastic",
