@@ -209,14 +209,14 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
                                                                    out / "discriminant_ratio.png"))}
     if embeds:
         figures["embedding"] = str(plot_embeddings(embeds, out / "embedding.png", class_names))
-    if curves:
+    if any(len(pts) >= 2 for pts in curves.values()):  # one point is not a curve
         k = first_cfg.eval.knn.k[0]
         figures["accuracy_vs_images"] = str(plot_accuracy_vs_images(
             curves, out / "accuracy_vs_images.png",
             f"kNN k={k} top-1 (%)" if probe == "knn" else "linear probe top-1 (%)"))
     elif curve:
-        log.warning("no snapshots with images-seen metadata: pretrain with train.snapshot_every_steps=N for the "
-                    "accuracy-against-images figure")
+        log.warning("fewer than 2 snapshots with images-seen metadata: pretrain with train.snapshot_every_steps=N for "
+                    "the accuracy-against-images figure")
     payload = {"runs": {n: s for n, s in summary.items()}, "figures": figures}
     (out / "analysis.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return payload
