@@ -610,6 +610,21 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"bad override: {_omega_msg(exc)}") from None
 
 
+_SCHEMAS: Dict[Any, DictConfig] = {}
+
+
+def _schema(method_name: str) -> DictConfig:
+    """The structured schema of :class:`Config` with ``method_name``'s arguments, built once per method class (building
+    it is most of a load's cost). ``OmegaConf.merge`` copies its first argument, so the cached schema never changes;
+    ``_omega_msg`` and ``_culprit`` only read it."""
+    key = METHOD_ARGS[method_name]
+    if key not in _SCHEMAS:
+        schema = OmegaConf.structured(Config)
+        schema.method = OmegaConf.structured(key)
+        _SCHEMAS[key] = schema
+    return _SCHEMAS[key]
+
+
 def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None,
                 presets: Sequence[str] = ()) -> Config:
     """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- presets <- overrides, typed and
@@ -635,8 +650,7 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
         hint = _did_you_mean(str(method_name), list(METHOD_ARGS))
         raise ConfigError(f"unknown method.name '{method_name}'{hint}; available: {', '.join(sorted(METHOD_ARGS))}")
 
-    schema = OmegaConf.structured(Config)
-    schema.method = OmegaConf.structured(METHOD_ARGS[method_name])
+    schema = _schema(method_name)
     try:
         merged = OmegaConf.merge(schema, raw)
         cfg = OmegaConf.to_object(merged)
