@@ -14,6 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, png: Path, tight: bool = False) -> Path:
+    """Write ``fig`` to ``png`` (its folder created; ``tight``: bbox_inches="tight") and close it."""
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, **({"bbox_inches": "tight"} if tight else {}))
+    plt.close(fig)
+    return png
+
+
 def read_train_log(path: Path) -> Dict[str, List[float]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -58,10 +67,7 @@ def plot_curves(train_log: Path, png: Path, title: str = "pretraining loss") -> 
     if monitored:
         _plot_monitor(axes[0, 1], train_log, monitored)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def _plot_monitor(ax, train_log: Path, curves) -> None:
@@ -112,10 +118,7 @@ def plot_view_grid(images: torch.Tensor, views, mean: Sequence[float], std: Sequ
                 ax.set_title(heads[c], fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_bars(results: Dict[str, Dict[str, float]], metric_keys: Sequence[str], png: Path, title: str) -> Path:
@@ -160,10 +163,7 @@ def plot_learning_curves(curves: Dict[str, Dict[float, Dict[str, float]]], basel
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_neighbours(queries: torch.Tensor, bank, neighbours: Dict[str, torch.Tensor], png: Path,
@@ -199,10 +199,7 @@ def plot_neighbours(queries: torch.Tensor, bank, neighbours: Dict[str, torch.Ten
     for j, name in enumerate(names):
         axes[0, 1 + j * k + k // 2].set_title(f"{name}: top-{k}", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, bbox_inches="tight")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, tight=True)
 
 
 def plot_nn_distances(results: Dict[str, dict], png: Path, class_names: Optional[Sequence[str]] = None,
@@ -232,10 +229,7 @@ def plot_nn_distances(results: Dict[str, dict], png: Path, class_names: Optional
         ax.set_title(f"{name}: {100 * r['same_class']:.1f}% same class", fontsize=9)
     fig.colorbar(scatter, ax=axes[0].tolist(), label="l2 distance (normalised features)", shrink=0.85)
     fig.suptitle(title, fontsize=10)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, bbox_inches="tight")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, tight=True)
 
 
 def plot_ratio_distributions(ratios: Dict[str, torch.Tensor], png: Path,
@@ -256,10 +250,7 @@ def plot_ratio_distributions(ratios: Dict[str, torch.Tensor], png: Path,
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_embeddings(embeddings: Dict[str, tuple], png: Path, class_names: Optional[Sequence[str]] = None,
@@ -279,10 +270,7 @@ def plot_embeddings(embeddings: Dict[str, tuple], png: Path, class_names: Option
         ax.set_title(name, fontsize=9)
     axes[0, -1].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=10)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, bbox_inches="tight")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, tight=True)
 
 
 def plot_accuracy_vs_images(curves: Dict[str, List[tuple]], png: Path, ylabel: str,
@@ -298,7 +286,4 @@ def plot_accuracy_vs_images(curves: Dict[str, List[tuple]], png: Path, ylabel: s
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)

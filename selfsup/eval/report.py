@@ -292,7 +292,7 @@ def write_compare(run_dirs: Sequence[Path], out: Path) -> Tuple[Path, Path]:
 
 
 def _plot_overlay(runs: List[Dict[str, Any]], names: List[str], png: Path) -> Optional[Path]:
-    from selfsup.eval.plots import plt
+    from selfsup.eval.plots import plt, save_figure
 
     if not any(r["rows"] for r in runs):
         return None
@@ -312,6 +312,4 @@ def _plot_overlay(runs: List[Dict[str, Any]], names: List[str], png: Path) -> Op
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
