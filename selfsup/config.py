@@ -164,14 +164,22 @@ class ModelConfig:
 
     backbone: str = "convnet_tiny"
     width: float = 1.0  # width multiplier of every stage (RELICv2 Table 5: 1x, 2x, 4x)
-    stem: str = "auto"  # auto | imagenet | small: "auto" picks the small stem for inputs <= small_stem_max_size
+    # auto | imagenet | small | patch_task: "auto" picks the small stem for inputs <= small_stem_max_size; patch_task is
+    # Revisiting's override for the 64 px patches of Jigsaw/RPL (root conv stride 1, stage strides 1,2,2,1)
+    stem: str = "auto"
     small_stem_max_size: int = 64
     norm: str = "batch"  # batch | group | none (group/none make a step independent of how the batch is split)
     patch_size: Optional[int] = None  # ViTs only: overrides the patch size of the name (e.g. 4 for 32 px images)
     drop_path_rate: float = 0.0  # stochastic depth, largest rate (last block); mobilenetv2 and the ViTs only
+    # ResNets, RevNet, VGG only: units per stage (ResNet-50: [3, 4, 6, 3]; VGG-19: convs per block [2, 2, 4, 4, 4]);
+    # None keeps the name's. Shallower variants let the Revisiting grid run on a CPU.
+    stage_units: Optional[List[int]] = None
+    last_relu: bool = True  # ResNets, RevNet, VGG only: false = Revisiting's "(-)" variants, no ReLU at the very end
 
     def validate(self) -> None:
-        _choice("model.stem", self.stem, ("auto", "imagenet", "small"))
+        _choice("model.stem", self.stem, ("auto", "imagenet", "small", "patch_task"))
+        if self.stage_units is not None and (len(self.stage_units) == 0 or any(u < 1 for u in self.stage_units)):
+            raise ConfigError(f"model.stage_units must be positive unit counts, got {list(self.stage_units)}")
         _choice("model.norm", self.norm, ("batch", "group", "none"))
         if not 0 < self.width <= 64:  # 64x a ResNet-50 is ~100 billion parameters: anything above is a typo
             raise ConfigError(f"model.width must be in (0, 64], got {self.width}")

@@ -423,6 +423,7 @@ def _export(args: argparse.Namespace) -> int:
     from selfsup.engine.checkpoint import atomic_save_safetensors
     from selfsup.errors import ConfigError
     from selfsup.eval.run import check_output_file, config_for, load_backbone
+    from selfsup.methods.base import backbone_input_size
     from selfsup.models.export import export_state
 
     out = Path(args.out)
@@ -430,8 +431,8 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: the export is a .safetensors file")
     check_output_file(out)
     cfg = config_for(args.checkpoint, args.recipe, args.overrides)
-    backbone = load_backbone(cfg, args.checkpoint)
-    tensors, meta = export_state(backbone, args.format, width=cfg.model.width, image_size=cfg.views.large.size)
+    backbone = load_backbone(cfg, args.checkpoint, representation=False)
+    tensors, meta = export_state(backbone, args.format, width=cfg.model.width, image_size=backbone_input_size(cfg))
     meta.update(source=str(args.checkpoint), backbone=cfg.model.backbone)
     atomic_save_safetensors(out, tensors, meta)
     print(f"wrote {len(tensors)} tensors ({args.format} layout) to {out}")

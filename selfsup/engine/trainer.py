@@ -402,7 +402,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             if monitor is not None:  # after t2: the monitor's time is not the method's throughput
                 logs.update(monitor.train_step(out.features, batch["label"]))
                 if monitor.due(step, total_steps):
-                    logs.update(monitor.evaluate(inner.backbone))
+                    logs.update(monitor.evaluate(inner.representation()))
                 logs["monitor_fraction"] = (monitor.seconds - monitor_start) / max(time.perf_counter() - t_start,
                                                                                    1e-9)
             wait_total += t1 - t0

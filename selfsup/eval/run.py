@@ -21,6 +21,7 @@ from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
 from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
+from selfsup.methods.base import backbone_input_size, representation_of
 from selfsup.models.backbones import create_backbone
 
 log = logging.getLogger("selfsup.eval")
@@ -47,10 +48,13 @@ def config_for(checkpoint: Optional[str], recipe: Optional[str], overrides: Sequ
     return load_config(recipe, overrides, base=base, presets=presets)
 
 
-def load_backbone(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
-    """The backbone of ``cfg.model`` with the checkpoint's online-encoder weights (random init when None)."""
+def load_backbone(cfg: Config, checkpoint: Optional[str], representation: bool = True) -> nn.Module:
+    """The backbone of ``cfg.model`` with the checkpoint's online-encoder weights (random init when None), built for
+    the method's input size (:func:`~selfsup.methods.base.backbone_input_size`). With ``representation`` (what the
+    probes read) it comes wrapped by the method's :meth:`~selfsup.methods.base.Method.wrap_representation` (Jigsaw/RPL:
+    the average over 9 patches); without, it is the bare backbone (export)."""
     torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.model, image_size=cfg.views.large.size)
+    backbone = create_backbone(cfg.model, image_size=backbone_input_size(cfg))
     if checkpoint:
         state, _ = load_backbone_state(checkpoint)
         try:
@@ -63,7 +67,7 @@ def load_backbone(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
         if missing or unexpected:
             raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
                                   f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-    return backbone
+    return representation_of(cfg, backbone) if representation else backbone
 
 
 def eval_size(cfg: Config, dataset: ImageDataset) -> int:

@@ -8,6 +8,7 @@ from selfsup.losses.relic import relic_multiview_loss, relic_pair_loss, sample_c
 from selfsup.losses.simclr import nt_xent_loss
 from selfsup.losses.soft_targets import soft_cross_entropy
 from selfsup.losses.swav import sinkhorn, swav_multiview_loss, swav_pair_loss
+from selfsup.losses.triplet import semi_hard_triplet_loss, squared_distances
 
 __all__ = [
     "ViewPair",
@@ -25,8 +26,10 @@ __all__ = [
     "relic_multiview_loss",
     "relic_pair_loss",
     "sample_candidates",
+    "semi_hard_triplet_loss",
     "sinkhorn",
     "soft_cross_entropy",
+    "squared_distances",
     "swav_multiview_loss",
     "swav_pair_loss",
     "update_center",

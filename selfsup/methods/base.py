@@ -77,6 +77,21 @@ class Method(nn.Module):
 
     ema: EMASpec | None = None
 
+    @classmethod
+    def input_size(cls, cfg: Config) -> int:
+        """The image size the backbone is built for (it picks the stem under ``model.stem=auto``): the large views'."""
+        return cfg.views.large.size
+
+    @classmethod
+    def wrap_representation(cls, cfg: Config, backbone: nn.Module) -> nn.Module:
+        """The module whose output the probes evaluate, around a (trained) backbone: the backbone itself, except for
+        methods whose representation is not one forward pass of the image (Jigsaw/RPL average over 9 patches)."""
+        return backbone
+
+    def representation(self) -> nn.Module:
+        """:meth:`wrap_representation` of this method's online backbone (what the engine's kNN monitor embeds with)."""
+        return type(self).wrap_representation(self.cfg, self.backbone)
+
     def forward(self, views, ctx: StepContext) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -137,6 +152,22 @@ def register_method(name: str):
         return cls
 
     return wrap
+
+
+def _method_class(cfg: Config) -> type:
+    import selfsup.methods  # noqa: F401  (registers every method)
+
+    return METHODS.get(getattr(cfg.method, "name", None) or "", Method)
+
+
+def representation_of(cfg: Config, backbone: nn.Module) -> nn.Module:
+    """``cfg.method``'s :meth:`Method.wrap_representation` of ``backbone`` (eval code that loads a bare backbone)."""
+    return _method_class(cfg).wrap_representation(cfg, backbone)
+
+
+def backbone_input_size(cfg: Config) -> int:
+    """``cfg.method``'s :meth:`Method.input_size`: the image size its backbone is built for."""
+    return _method_class(cfg).input_size(cfg)
 
 
 def build_method(cfg: Config) -> Method:

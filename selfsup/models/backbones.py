@@ -87,6 +87,7 @@ __all__ = [
     "GroupNorm2d",
     "group_count",
     "norm_layer",
+    "norm_act_layer",
     "select_stem",
     "scale_width",
     "register_backbone",
@@ -163,13 +164,17 @@ def norm_layer(kind: str) -> Callable[..., nn.Module]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def select_stem(cfg: ModelConfig, image_size: int) -> str:
-    """``imagenet`` or ``small``: ``auto`` decides by the input size (small when ``image_size <= small_stem_max_size``)."""
+def select_stem(cfg: ModelConfig, image_size: int, *, family: str = "", patch_task: bool = False) -> str:
+    """``imagenet``, ``small`` or ``patch_task``: ``auto`` decides by the input size (small when ``image_size <=
+    small_stem_max_size``). ``patch_task`` (Revisiting's stride override for Jigsaw/RPL patches) only where the family
+    has it (``patch_task=True``); elsewhere it is a :class:`~selfsup.errors.ConfigError` naming ``family``."""
     if cfg.stem == "auto":
         return "small" if image_size <= cfg.small_stem_max_size else "imagenet"
-    if cfg.stem not in ("imagenet", "small"):
-        raise ConfigError(f"model.stem must be one of auto, imagenet, small; got '{cfg.stem}'"
-                          f"{_did_you_mean(str(cfg.stem), ('auto', 'imagenet', 'small'))}")
+    stems = ("imagenet", "small", "patch_task") if patch_task else ("imagenet", "small")
+    if cfg.stem not in stems:
+        where = f" for model.backbone={family}" if family else ""
+        raise ConfigError(f"model.stem must be one of auto, {', '.join(stems)}{where}; got '{cfg.stem}'"
+                          f"{_did_you_mean(str(cfg.stem), ('auto', *stems))}")
     return cfg.stem
 
 
@@ -221,6 +226,14 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled pre-logits representation ``(B, num_features)``."""
         return self.forward_features(x).mean(dim=(2, 3))
+
+    #: Names of :meth:`forward_taps`'s outputs, input side first (Revisiting's evaluation at every depth).
+    tap_names: Tuple[str, ...] = ("pre_logits",)
+
+    def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """Intermediate representations by name (:attr:`tap_names`): feature maps ``(B, C, h, w)``, and ``pre_logits``
+        ``(B, num_features)`` (equal to ``forward(x)``). Families without intermediate taps give ``pre_logits`` only."""
+        return OrderedDict(pre_logits=self(x))
 
     def extra_repr(self) -> str:
         return f"name={self.name}, num_features={self.num_features}, stem={self.stem}, norm={self.norm}"
@@ -290,6 +303,7 @@ RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, int, int, int]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet50v1": (Bottleneck, (3, 4, 6, 3)),  # Revisiting's name for the same network (the study's --archs)
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
     "resnet200": (Bottleneck, (3, 24, 36, 3)),
@@ -297,40 +311,84 @@ RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, int, int, int]]] = {
 
 
 class ResNetBackbone(Backbone):
-    """A timm ResNet trunk (``body``) without classifier; ``forward_features`` is timm's (stem + 4 stages)."""
+    """A timm ResNet trunk (``body``) without classifier; ``forward_features`` is timm's (stem + 4 stages).
+
+    Taps (Revisiting): ``after_root`` (stem, after the max-pool), ``block1``..``block4`` (stage outputs), ``pre_logits``.
+    """
+
+    tap_names = ("after_root", "block1", "block2", "block3", "block4", "pre_logits")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body.forward_features(x)
 
+    def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        b = self.body
+        taps: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        x = taps["after_root"] = b.maxpool(b.act1(b.bn1(b.conv1(x))))
+        for i, layer in enumerate((b.layer1, b.layer2, b.layer3, b.layer4)):
+            x = taps[f"block{i + 1}"] = layer(x)
+        taps["pre_logits"] = x.mean(dim=(2, 3))
+        return taps
+
+
+def _stage_units(cfg: ModelConfig, name: str, default: Sequence[int]) -> Tuple[int, ...]:
+    """``model.stage_units`` when set (checked to have as many stages as ``default``), else the name's ``default``."""
+    if cfg.stage_units is None:
+        return tuple(default)
+    if len(cfg.stage_units) != len(default):
+        raise ConfigError(f"model.stage_units for model.backbone={name} needs {len(default)} values "
+                          f"(the name's are {list(default)}), got {list(cfg.stage_units)}")
+    return tuple(int(u) for u in cfg.stage_units)
+
 
 def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                  device: Optional[torch.device | str] = None) -> ResNetBackbone:
-    """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by :func:`select_stem`."""
+    """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by :func:`select_stem`.
+
+    ``model.stage_units`` overrides the units per stage, ``model.last_relu=false`` removes the ReLU after the last
+    unit's addition (Revisiting's "ResNet50 v1 (-)"), and ``model.stem=patch_task`` is Revisiting's override for 64 px
+    patches: root conv stride 1 (max-pool kept) and stage 4 stride 1, a total stride of 8.
+    """
     _refuse_options(cfg, name, "patch_size", "drop_path_rate")
     block, layers = RESNET_SPECS[name]
-    stem = select_stem(cfg, image_size)
+    layers = _stage_units(cfg, name, layers)
+    stem = select_stem(cfg, image_size, family=name, patch_task=True)
     norm = norm_layer(cfg.norm)
     channels = tuple(scale_width(c, cfg.width) for c in (64, 128, 256, 512))
     stem_width = scale_width(64, cfg.width)
     net = ResNet(block, layers, num_classes=0, in_chans=in_chans, global_pool="avg", channels=channels,
                  norm_layer=norm, device=device)
-    if stem == "small" or stem_width != 64:
+    if stem != "imagenet" or stem_width != 64:
         # timm's plain stem is a 7x7/2 conv of fixed width 64: replace it, and rebuild stage 1 so that its first block
         # takes stem_width inputs (BasicBlock then needs no projection, as in the wide ResNets of SimCLR/BYOL).
         if stem == "small":
             net.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False, device=device)
             net.maxpool = nn.Identity()
         else:
-            net.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False, device=device)
+            net.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=1 if stem == "patch_task" else 2, padding=3,
+                                  bias=False, device=device)
         net.bn1 = norm(stem_width, device=device)
         if stem_width != 64:
-            stages, _ = make_blocks((block,), channels[:1], layers[:1], stem_width, act_layer=nn.ReLU,
+            # (two stages asked for, the first kept: timm's make_blocks divides by the block count minus one)
+            stages, _ = make_blocks((block, block), channels[:2], (layers[0], 1), stem_width, act_layer=nn.ReLU,
                                     norm_layer=norm, device=device)
             net.layer1 = stages[0][1]
         net.feature_info[0]["num_chs"] = stem_width
         net.init_weights(zero_init_last=True)  # kaiming-normal (fan_out) convs, last norm of each branch zeroed
+    if stem == "patch_task":
+        first = net.layer4[0]
+        (first.conv2 if block is Bottleneck else first.conv1).stride = (1, 1)
+        if first.downsample is not None:
+            first.downsample[0].stride = (1, 1)
+    if not cfg.last_relu:
+        last = net.layer4[-1]
+        if block is Bottleneck:
+            last.act3 = nn.Identity()
+        else:
+            last.act2 = nn.Identity()
+    reduction = {"imagenet": 32, "small": 8, "patch_task": 8}[stem]
     return ResNetBackbone(net, name=name, num_features=net.num_features, stem=stem, norm=cfg.norm,
-                          reduction=32 if stem == "imagenet" else 8)
+                          reduction=reduction)
 
 
 register_family(RESNET_SPECS, build_resnet,
@@ -379,9 +437,9 @@ def build_convnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int
     Convs are kaiming-normal (fan_in, ReLU gain: He et al. 2015, keeps activations O(1) also without normalisation);
     norm weights 1, biases 0.
     """
-    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
+    _refuse_options(cfg, name, "patch_size", "drop_path_rate", "stage_units", "last_relu")
     spec = CONVNET_SPECS[name]
-    stem = select_stem(cfg, image_size)
+    stem = select_stem(cfg, image_size, family=name)
     norm = norm_layer(cfg.norm)
     widths = [scale_width(c, cfg.width) for c in spec.widths]
     layers: List[Tuple[str, nn.Module]] = []
@@ -425,9 +483,9 @@ MOBILENETV2_ARCH: Tuple[Tuple[str], ...] = (
 )
 
 
-def _mobilenet_norm_act(kind: str) -> Callable[..., nn.Module]:
-    """timm's norm+act slot for ``model.norm``: ``Sequential(norm=norm_layer(kind)(C), act=ReLU6)``, act left out when
-    timm asks for ``apply_act=False`` (the linear bottlenecks).
+def norm_act_layer(kind: str, act: Callable[..., nn.Module] = nn.ReLU) -> Callable[..., nn.Module]:
+    """timm's norm+act slot for ``model.norm``: ``Sequential(norm=norm_layer(kind)(C), act=act())``, act left out when
+    timm asks for ``apply_act=False`` (MobileNetV2's linear bottlenecks, a ResNet-v2's final norm without ReLU).
 
     timm's own ``BatchNormAct2d`` is not used: it subclasses BatchNorm2d, so ``nn.SyncBatchNorm.convert_sync_batchnorm``
     (multi-GPU DDP) would replace it by a SyncBatchNorm that never calls the activation. Keeping the norm a child module
@@ -436,10 +494,10 @@ def _mobilenet_norm_act(kind: str) -> Callable[..., nn.Module]:
     norm = norm_layer(kind)
 
     def norm_act(num_channels: int, apply_act: bool = True, inplace: bool = True, device=None,
-                 dtype=None) -> nn.Sequential:
+                 dtype=None, **_: object) -> nn.Sequential:
         layers: List[Tuple[str, nn.Module]] = [("norm", norm(num_channels, device=device, dtype=dtype))]
         if apply_act:
-            layers.append(("act", nn.ReLU6(inplace=inplace)))
+            layers.append(("act", act(inplace=inplace)))
         return nn.Sequential(OrderedDict(layers))
 
     return norm_act
@@ -448,8 +506,8 @@ def _mobilenet_norm_act(kind: str) -> Callable[..., nn.Module]:
 def build_mobilenetv2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                       device: Optional[torch.device | str] = None) -> Backbone:
     """MobileNetV2 with channel multiplier ``cfg.width``; see the module docstring for the stems and the norms."""
-    _refuse_options(cfg, "mobilenetv2", "patch_size")
-    stem = select_stem(cfg, image_size)
+    _refuse_options(cfg, "mobilenetv2", "patch_size", "stage_units", "last_relu")
+    stem = select_stem(cfg, image_size, family="mobilenetv2")
     arch = [list(stage) for stage in MOBILENETV2_ARCH]
     if stem == "small":
         arch[1] = [arch[1][0].replace("_s2_", "_s1_")]
@@ -457,7 +515,7 @@ def build_mobilenetv2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
     net = EfficientNet(
         block_args=decode_arch_def(arch), num_classes=0, num_features=max(1280, round_chs(1280)),
         in_chans=in_chans, stem_size=32, round_chs_fn=round_chs, act_layer=nn.ReLU6,
-        norm_layer=_mobilenet_norm_act(cfg.norm), drop_path_rate=cfg.drop_path_rate, device=device,
+        norm_layer=norm_act_layer(cfg.norm, nn.ReLU6), drop_path_rate=cfg.drop_path_rate, device=device,
     )
     if stem == "small":
         # the 3x3 stem conv has padding 1 for stride 1 and 2 alike, so only the stride changes (init kept)
@@ -530,7 +588,7 @@ class ViTBackbone(Backbone):
 def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
               device: Optional[torch.device | str] = None) -> ViTBackbone:
     """A :data:`VIT_SPECS` ViT whose position embedding has the grid of ``image_size`` (see :class:`ViTBackbone`)."""
-    _refuse_options(cfg, name, "width")
+    _refuse_options(cfg, name, "width", "stage_units", "last_relu")
     spec = VIT_SPECS[name]
     patch = cfg.patch_size if cfg.patch_size is not None else spec.patch_size
     if image_size % patch:
@@ -544,3 +602,6 @@ def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3
 
 register_family(VIT_SPECS, build_vit, lambda name: f"{name}: timm VisionTransformer, {VIT_SPECS[name]}.")
 
+
+# Revisiting's families (ResNet50 v2, RevNet50, VGG19-BN) register themselves on import.
+from selfsup.models import revisiting as _revisiting  # noqa: E402,F401  (imports this module's names)

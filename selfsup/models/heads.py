@@ -40,7 +40,7 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, norm: str = "batch", num_layers: int = 2,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", dropout: float = 0.0) -> None:
         if norm not in MLP_NORMS:
             raise ConfigError(f"MLP norm must be one of {', '.join(MLP_NORMS)}; got '{norm}'")
         if activation not in MLP_ACTIVATIONS:
@@ -59,6 +59,8 @@ class MLP(nn.Sequential):
             elif norm == "layer":
                 layers.append(nn.LayerNorm(hidden_dim))
             layers.append(nn.ReLU(inplace=True) if activation == "relu" else nn.GELU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             dim = hidden_dim
         layers.append(nn.Linear(dim, out_dim))
         super().__init__(*layers)
