@@ -203,12 +203,20 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
     warmup_epochs: float = 10.0
     warmup_steps: Optional[int] = None  # overrides warmup_epochs
+    schedule: str = "cosine"  # after the warm-up: cosine to min_lr_ratio, or step: x gamma at each milestone epoch
+    milestones: List[float] = field(default_factory=lambda: [15.0, 25.0])  # schedule=step (Revisiting: 15, 25 of 35)
+    gamma: float = 0.1  # schedule=step
     weight_decay_end: Optional[float] = None  # cosine schedule weight_decay -> weight_decay_end per step (SSLight ViT)
     depthwise_no_decay: bool = False  # SSLight/MobileNetV2: depthwise kernels get no decay but keep the LARS scaling
     clip_grad: Optional[float] = None  # clip the global gradient norm to this value (DINO ViT uses 3.0)
 
     def validate(self) -> None:
         _choice("optim.name", self.name, ("lars", "sgd", "adamw"))
+        _choice("optim.schedule", self.schedule, ("cosine", "step"))
+        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"optim.milestones must be increasing epochs > 0, got {list(self.milestones)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"optim.gamma must be in (0, 1], got {self.gamma}")
         if self.base_lr <= 0:
             raise ConfigError(f"optim.base_lr must be > 0, got {self.base_lr}")
         if self.weight_decay < 0:

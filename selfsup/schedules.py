@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["scaled_lr", "warmup_cosine", "cosine_schedule", "cosine_ema_momentum"]
+__all__ = ["scaled_lr", "warmup_cosine", "warmup_step_decay", "step_decay", "cosine_schedule", "cosine_ema_momentum"]
 
 
 def scaled_lr(base_lr: float, global_batch: int) -> float:
@@ -45,6 +45,21 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak: float, f
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     return cosine_schedule(step - warmup_steps, total_steps - warmup_steps, peak, final)
+
+
+def step_decay(peak: float, epoch: float, milestones, gamma: float) -> float:
+    """``peak * gamma ** #{m in milestones : epoch >= m}`` (torch's ``MultiStepLR``, in epochs)."""
+    return peak * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def warmup_step_decay(step: int, steps_per_epoch: int, warmup_steps: int, peak: float, milestones,
+                      gamma: float) -> float:
+    """Linear warm-up to ``peak`` as :func:`warmup_cosine`, then :func:`step_decay` at ``milestones`` (epochs, counted
+    as ``step / steps_per_epoch``): Revisiting's schedule (5 warm-up epochs, x0.1 at epochs 15 and 25 of 35)."""
+    step = max(step, 0)
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return step_decay(peak, step / max(steps_per_epoch, 1), milestones, gamma)
 
 
 def cosine_ema_momentum(step: int, total_steps: int, base: float) -> float:

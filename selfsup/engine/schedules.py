@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.schedules import cosine_ema_momentum, cosine_schedule, scaled_lr, warmup_cosine
+from selfsup.schedules import cosine_ema_momentum, cosine_schedule, scaled_lr, warmup_cosine, warmup_step_decay
 
-__all__ = ["scaled_lr", "warmup_cosine", "cosine_schedule", "cosine_ema_momentum", "set_lr", "set_weight_decay"]
+__all__ = ["scaled_lr", "warmup_cosine", "warmup_step_decay", "cosine_schedule", "cosine_ema_momentum", "set_lr",
+           "set_weight_decay"]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -48,7 +48,7 @@ from selfsup.engine.ema import ema_update
 from selfsup.engine.monitor import build_monitor
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
-                                     warmup_cosine)
+                                     warmup_cosine, warmup_step_decay)
 from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from selfsup.methods import Method, StepContext, build_method
 
@@ -117,7 +117,8 @@ class _StepLog:
     """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
 
     FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
-              "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped"]
+              "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped",
+              "pretext_top1"]
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
@@ -362,7 +363,10 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 views.large = [v.contiguous(memory_format=torch.channels_last) for v in views.large]
                 views.small = [v.contiguous(memory_format=torch.channels_last) for v in views.small]
 
-            lr = warmup_cosine(step, total_steps, warmup, peak_lr, peak_lr * o.min_lr_ratio)
+            if o.schedule == "step":
+                lr = warmup_step_decay(step, steps_per_epoch, warmup, peak_lr, o.milestones, o.gamma)
+            else:
+                lr = warmup_cosine(step, total_steps, warmup, peak_lr, peak_lr * o.min_lr_ratio)
             set_lr(optimizer, lr)
             if o.weight_decay_end is not None:
                 set_weight_decay(optimizer, cosine_schedule(step, total_steps, o.weight_decay, o.weight_decay_end))
@@ -425,7 +429,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}",
                                      img_s=f"{logs['images_per_s']:.0f}", wait=f"{100 * logs['data_wait']:.0f}%",
                                      **_monitor_postfix(monitor),
-                                     **({"skipped": int(logs["skipped"])} if "skipped" in logs else {}))
+                                     **({"skipped": int(logs["skipped"])} if "skipped" in logs else {}),
+                                     **({"pretext": f"{logs['pretext_top1']:.0f}%"} if "pretext_top1" in logs else {}))
 
             while snapshots and trained_s + t2 - t_start >= 60 * snapshots[0]:
                 if fabric.is_global_zero:

@@ -49,6 +49,7 @@ from selfsup.errors import ConfigError, DataError, NonFiniteLossError
 from selfsup.eval.features import autocast_for, channels_last, extract_features, make_loader, to_device_batch
 from selfsup.eval.linear import evaluate_linear_head, features_dim
 from selfsup.metrics.accuracy import check_labels, mean_per_class_accuracy
+from selfsup.schedules import step_decay
 
 log = logging.getLogger("selfsup.eval")
 
@@ -62,8 +63,7 @@ def finetune_lr(step: int, steps_per_epoch: int, total_steps: int, peak: float, 
     ``cosine``: ``final + (peak - final) * (1 + cos(pi * step / total_steps)) / 2`` (``final = min(final_lr, peak)``).
     """
     if cfg.schedule == "step":
-        epoch = step // max(steps_per_epoch, 1)
-        return peak * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+        return step_decay(peak, step // max(steps_per_epoch, 1), cfg.milestones, cfg.gamma)
     final = min(cfg.final_lr, peak)
     t = min(max(step, 0), total_steps) / max(total_steps, 1)
     return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * t))

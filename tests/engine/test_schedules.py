@@ -82,3 +82,33 @@ def test_set_lr_and_weight_decay_respect_no_decay_groups():
     plain = torch.optim.SGD(model.parameters(), lr=0.1)  # groups without wd_factor take the value as is
     set_weight_decay(plain, 0.3)
     assert plain.param_groups[0]["weight_decay"] == 0.3
+
+
+def test_warmup_step_decay_is_revisiting_schedule():
+    """5 warm-up epochs, then x0.1 at epochs 15 and 25 (10 steps an epoch)."""
+    from selfsup.engine.schedules import warmup_step_decay
+
+    lr = [warmup_step_decay(s, 10, 50, 0.4, [15, 25], 0.1) for s in range(350)]
+    assert lr[0] == pytest.approx(0.4 / 50) and lr[49] == pytest.approx(0.4)
+    assert lr[50] == lr[149] == pytest.approx(0.4)
+    assert lr[150] == lr[249] == pytest.approx(0.04)
+    assert lr[250] == lr[349] == pytest.approx(0.004)
+
+
+def test_step_schedule_drives_the_trainer(tmp_path):
+    """optim.schedule=step: the learning rates the run logs follow warmup_step_decay."""
+    import csv
+
+    from selfsup.config import load_config
+    from selfsup.engine.trainer import pretrain
+    from tests.conftest import TINY
+
+    cfg = load_config(None, [*TINY, f"out={tmp_path}", "train.steps=8", "train.log_every_steps=1",
+                             "data.train_size=32", "optim.name=sgd", "optim.base_lr=1.6", "optim.warmup_steps=2",
+                             "optim.schedule=step", "optim.milestones=[1,3]", "optim.gamma=0.5",
+                             "monitor.online_linear=false"])
+    pretrain(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    lrs = [float(r["lr"]) for r in rows if r.get("lr")]
+    # batch 16, peak 1.6 * 16 / 256 = 0.1; 2 steps an epoch; warm-up 2 steps; x0.5 at epoch 1 (step 2), 3 (step 6)
+    assert lrs[:8] == pytest.approx([0.05, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025])
