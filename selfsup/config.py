@@ -439,6 +439,48 @@ class TransferEvalConfig:
 
 
 @dataclass
+class TapsEvalConfig:
+    """Evaluation at every depth (Revisiting SSL Sec. 4.5, Fig. 5 and 7): probes on each named tap of the backbone.
+
+    A tap with more than ``max_dims`` values is max-pooled with kernel = stride = ceil(sqrt(h w c / max_dims)) (the
+    reference's ``pool_mode max``; 9000 in the paper). ``probes``: ``lbfgs`` (eval.linear's L-BFGS logistic regression,
+    L2 chosen on a val split), ``mlp`` (one hidden layer of ``mlp_hidden`` ReLU units) and ``sgd`` (a linear layer),
+    both trained with SGD on the cached features: momentum 0.9, lr ``sgd_lr * sgd_batch_size / 256``, x0.1 at
+    ``sgd_milestones`` of ``sgd_epochs`` (the reference's 70 epochs, 30/50; its "paper quality" setting is 520 epochs,
+    480/500). ``fractions``: the share of training labels used, class-balanced with ``seed`` (paper: 1, 0.1, 0.05).
+    """
+
+    max_dims: int = 9000
+    probes: List[str] = field(default_factory=lambda: ["lbfgs"])
+    fractions: List[float] = field(default_factory=lambda: [1.0])
+    seed: int = 0
+    names: Optional[List[str]] = None  # which taps (None: all of the backbone's)
+    mlp_hidden: int = 1000
+    sgd_epochs: int = 70
+    sgd_milestones: List[int] = field(default_factory=lambda: [30, 50])
+    sgd_batch_size: int = 512
+    sgd_lr: float = 0.1
+    sgd_weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        _positive("eval.taps.max_dims", self.max_dims)
+        if not self.probes:
+            raise ConfigError("eval.taps.probes needs at least one of lbfgs, mlp, sgd")
+        for p in self.probes:
+            _choice("eval.taps.probes", p, ("lbfgs", "mlp", "sgd"))
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ConfigError(f"eval.taps.fractions needs values in (0, 1], got {list(self.fractions)}")
+        _positive("eval.taps.mlp_hidden", self.mlp_hidden)
+        _positive("eval.taps.sgd_epochs", self.sgd_epochs)
+        _positive("eval.taps.sgd_batch_size", self.sgd_batch_size)
+        _positive("eval.taps.sgd_lr", self.sgd_lr)
+        if self.sgd_weight_decay < 0:
+            raise ConfigError(f"eval.taps.sgd_weight_decay must be >= 0, got {self.sgd_weight_decay}")
+        if list(self.sgd_milestones) != sorted(self.sgd_milestones) or any(m < 1 for m in self.sgd_milestones):
+            raise ConfigError(f"eval.taps.sgd_milestones must be increasing epochs >= 1, got {list(self.sgd_milestones)}")
+
+
+@dataclass
 class EvalConfig:
     """Evaluation of a frozen backbone; images are centre-cropped by crop_ratio and resized to image_size."""
 
@@ -448,6 +490,7 @@ class EvalConfig:
     linear: LinearEvalConfig = field(default_factory=LinearEvalConfig)
     knn: KNNEvalConfig = field(default_factory=KNNEvalConfig)
     finetune: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
+    taps: TapsEvalConfig = field(default_factory=TapsEvalConfig)
     transfer: TransferEvalConfig = field(default_factory=TransferEvalConfig)
 
     def validate(self) -> None:
@@ -458,6 +501,7 @@ class EvalConfig:
         self.knn.validate()
         self.finetune.validate()
         self.transfer.validate()
+        self.taps.validate()
 
 
 @dataclass

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-changes", action="store_true",
                    help="resume even though the config differs from the checkpoint's (refused otherwise)")
 
-    ev = sub.add_parser("eval", help="evaluate a pretrained backbone (linear, knn, finetune, transfer, robustness)")
+    ev = sub.add_parser("eval", help="evaluate a pretrained backbone (linear, knn, finetune, transfer, taps, robustness)")
     esub = ev.add_subparsers(dest="protocol", parser_class=_Parser, metavar="PROTOCOL")
     for name, text in (("linear", "linear probe: L-BFGS logistic regression on cached features (default) or the "
                                   "SGD protocol (eval.linear.protocol=sgd)"),
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("transfer", "transfer to the dataset of data.* (override it, e.g. data.dataset=fashion_mnist): "
                                     "linear (L-BFGS, L2 chosen on a val split) or finetune (lr x weight decay x epochs "
                                     "chosen on val), refitted on train and reported on test (eval.transfer.*)"),
+                       ("taps", "probes at every depth of the backbone (after_root, block1.. block4, pre_logits; VGG: "
+                                "block1..5, fc6, pre_logits), each tap max-pooled to eval.taps.max_dims values: "
+                                "L-BFGS, MLP and SGD probes (eval.taps.probes) on a share of the labels "
+                                "(eval.taps.fractions); writes the table and an accuracy-vs-depth PNG"),
                        ("robustness", "a linear classifier fitted on clean features, evaluated zero-shot on the test "
                                       "split under the 15 ImageNet-C corruptions x 5 severities (needs "
                                       "selfsup[robustness]) and on --ood folders that share the classes")):
@@ -344,6 +348,8 @@ def _eval(args: argparse.Namespace) -> int:
               f"{res['metric']}: {chosen})")
     elif args.protocol == "robustness":
         res = _robustness(args, cfg, source)
+    elif args.protocol == "taps":
+        res = _taps(args, cfg, backbone, source)
     else:
         res = run_knn(cfg, backbone, progress=not args.quiet)
         for k in cfg.eval.knn.k:
@@ -384,8 +390,36 @@ def _eval_name(args: argparse.Namespace, cfg) -> str:
         parts += [Path(p).stem for p in args.preset] or [f"{100 * fc.labels:g}pct", fc.head]
     elif args.protocol == "transfer":
         parts.append(cfg.eval.transfer.mode)
+    elif args.protocol == "taps" and list(cfg.eval.taps.fractions) != [1.0]:
+        parts.append("labels" + "-".join(f"{f:g}" for f in cfg.eval.taps.fractions))
     parts.append(cfg.data.dataset)
     return "_".join(str(p).replace("/", "-").replace(".", "p") for p in parts)
+
+
+def _taps(args: argparse.Namespace, cfg, backbone, source) -> dict:
+    """``selfsup eval taps``: the table on stdout and the accuracy-vs-depth PNG next to the JSON (or in the run)."""
+    from selfsup.eval.plots import plot_depth
+    from selfsup.eval.taps import run_taps
+
+    res = run_taps(cfg, backbone, progress=not args.quiet)
+    taps = res["taps"]
+    print(f"probes at every depth on {cfg.data.dataset}, {source} ({res['num_train']} train / {res['num_test']} test "
+          f"images; taps pooled to <= {res['max_dims']} values):")
+    print("| probe | labels | " + " | ".join(taps) + " |")
+    print("|---|---:|" + "---:|" * len(taps))
+    lines = {}
+    for probe, by_frac in res["results"].items():
+        for frac, accs in by_frac.items():
+            print(f"| {probe} | {frac} | " + " | ".join(f"{accs[t]:.2f}" for t in taps) + " |")
+            lines[f"{probe}, {float(frac):.0%} labels"] = accs
+    run_dir = None if args.random_init else _run_dir(args.checkpoint)
+    folder = Path(args.out).parent if args.out else (run_dir / "evals" if run_dir else None)
+    if folder is not None:
+        png = plot_depth(lines, taps, folder / f"{_eval_name(args, cfg)}.png",
+                         title=f"{cfg.model.backbone} ({source}): accuracy at every depth")
+        res["plot"] = str(png)
+        print(f"plot: {png}")
+    return res
 
 
 def _robustness(args: argparse.Namespace, cfg, source) -> dict:

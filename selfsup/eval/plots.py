@@ -287,3 +287,19 @@ def plot_accuracy_vs_images(curves: Dict[str, List[tuple]], png: Path, ylabel: s
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, png)
+
+
+def plot_depth(lines: Dict[str, Dict[str, float]], taps: Sequence[str], png: Path, title: str,
+               ylabel: str = "test top-1 (%)") -> Path:
+    """Accuracy against depth (Revisiting Fig. 5): one line per entry of ``lines`` (``{label: {tap: accuracy}}``), taps
+    in network order on the x axis; taps a line lacks are left out of it."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(taps) + 2), 3.6))
+    for label, values in lines.items():
+        xs = [i for i, t in enumerate(taps) if t in values]
+        ax.plot(xs, [values[taps[i]] for i in xs], marker="o", label=label)
+    ax.set_xticks(range(len(taps)), list(taps), rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, png, tight=True)
