@@ -160,6 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     cp.add_argument("--out", "-o", default="compare", help="folder for compare.html / compare.md (default: compare)")
 
+    st = sub.add_parser("study", help="the Revisiting study: pretext tasks x architectures x widths, each cell "
+                                      "pretrained and probed at every depth; writes the table and four figures",
+                        description="Runs recipe <method>_<data> for every method, architecture and widening factor "
+                                    "k (model.width = k/4), with a random-init row per architecture and width; "
+                                    "probes every tap (eval.taps.*) and the pretext accuracy on held-out images. "
+                                    "Resumable: finished cells are skipped, an interrupted one resumes. Writes "
+                                    "OUT/table.md, table.csv, heatmap.png, pretext_vs_downstream.png, depth.png, "
+                                    "width.png and study.json.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
+    st.add_argument("--methods", default="rotation,exemplar,jigsaw,relpatch", help="comma-separated pretext tasks")
+    st.add_argument("--archs", default="resnet50v1,resnet50v2,revnet50,vgg19bn", help="comma-separated backbones")
+    st.add_argument("--widths", default="4", help="comma-separated widening factors k (k=4: the standard network)")
+    st.add_argument("--data", required=True, help="recipe suffix: each cell runs recipe <method>_<data> (e.g. fmnist)")
+    st.add_argument("--stage-units", type=int, default=None,
+                    help="units in every stage (VGG: convs per block); default: each architecture's own")
+    st.add_argument("--no-baselines", action="store_true", help="skip the random-init rows")
+    st.add_argument("--out", "-o", default=None, help="study folder (default: runs/study_<data>)")
+    st.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
@@ -198,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _positional_recipe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``selfsup pretrain dino_fmnist k=v``: a first positional argument without ``=`` is the recipe."""
-    if not hasattr(args, "overrides"):
+    if not hasattr(args, "overrides") or not hasattr(args, "recipe"):
         return
     if args.overrides and "=" not in args.overrides[0]:
         if args.recipe is not None:
@@ -229,6 +249,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.protocol is None:
             parser.parse_args(["eval", "--help"])
         return _eval(args)
+    if args.command == "study":
+        return _study(args)
     if args.command == "analyze":
         from selfsup.eval.analysis import run_analysis
 
@@ -394,6 +416,33 @@ def _eval_name(args: argparse.Namespace, cfg) -> str:
         parts.append("labels" + "-".join(f"{f:g}" for f in cfg.eval.taps.fractions))
     parts.append(cfg.data.dataset)
     return "_".join(str(p).replace("/", "-").replace(".", "p") for p in parts)
+
+
+def _study(args: argparse.Namespace) -> int:
+    from selfsup.errors import ConfigError
+    from selfsup.eval.study import run_study
+
+    def names(text: str, option: str) -> list:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise ConfigError(f"{option} needs at least one value")
+        return items
+
+    try:
+        widths = [float(k) for k in names(args.widths, "--widths")]
+    except ValueError:
+        raise ConfigError(f"--widths must be numbers (widening factors k), got '{args.widths}'") from None
+    if any(k <= 0 for k in widths):
+        raise ConfigError(f"--widths must be > 0, got '{args.widths}'")
+    if args.stage_units is not None and args.stage_units < 1:
+        raise ConfigError(f"--stage-units must be >= 1, got {args.stage_units}")
+    out = Path(args.out or f"runs/study_{args.data}")
+    run_study(names(args.methods, "--methods"), names(args.archs, "--archs"), widths, args.data, out,
+              args.overrides, stage_units=args.stage_units, baselines=not args.no_baselines,
+              progress=not args.quiet)
+    print((out / "table.md").read_text())
+    print(f"study: {out}/table.md, table.csv, heatmap.png, pretext_vs_downstream.png, depth.png, width.png")
+    return 0
 
 
 def _taps(args: argparse.Namespace, cfg, backbone, source) -> dict:

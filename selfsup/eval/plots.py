@@ -289,17 +289,86 @@ def plot_accuracy_vs_images(curves: Dict[str, List[tuple]], png: Path, ylabel: s
     return save_figure(fig, png)
 
 
+def _depth_axes(ax, lines: Dict[str, Dict[str, float]], taps: Sequence[str]) -> None:
+    for label, values in lines.items():
+        xs = [i for i, t in enumerate(taps) if t in values]
+        ax.plot(xs, [values[taps[i]] for i in xs], marker="o", label=label)
+    ax.set_xticks(range(len(taps)), list(taps), rotation=30, ha="right", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_depth(lines: Dict[str, Dict[str, float]], taps: Sequence[str], png: Path, title: str,
                ylabel: str = "test top-1 (%)") -> Path:
     """Accuracy against depth (Revisiting Fig. 5): one line per entry of ``lines`` (``{label: {tap: accuracy}}``), taps
     in network order on the x axis; taps a line lacks are left out of it."""
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(taps) + 2), 3.6))
-    for label, values in lines.items():
-        xs = [i for i, t in enumerate(taps) if t in values]
-        ax.plot(xs, [values[taps[i]] for i in xs], marker="o", label=label)
-    ax.set_xticks(range(len(taps)), list(taps), rotation=30, ha="right", fontsize=8)
+    _depth_axes(ax, lines, taps)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, png, tight=True)
+
+
+def plot_depth_panels(panels: Dict[str, tuple], png: Path, title: str, ylabel: str = "test top-1 (%)") -> Path:
+    """:func:`plot_depth` side by side: ``{panel title: (taps, {label: {tap: accuracy}})}``, one panel each."""
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+    for ax, (name, (taps, lines)) in zip(axes[0], panels.items()):
+        _depth_axes(ax, lines, taps)
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, png, tight=True)
+
+
+def plot_heatmap(grid: Sequence[Sequence[Optional[float]]], rows: Sequence[str], columns: Sequence[str], png: Path,
+                 title: str) -> Path:
+    """A table of accuracies as colours, the number written in each cell (missing cells blank)."""
+    import numpy as np
+
+    data = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2, 0.55 * len(rows) + 1.6))
+    im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), list(columns), fontsize=7)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+    finite = data[np.isfinite(data)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if np.isfinite(data[i, j]):
+                ax.text(j, i, f"{data[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if data[i, j] < mid else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, png, tight=True)
+
+
+def plot_scatter_groups(points: Dict[str, List[tuple]], png: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """One marker colour per group (``{group: [(x, y, label), ...]}``), each point annotated with its label."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for group, pts in points.items():
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=group, s=28)
+        for x, y, text in pts:
+            ax.annotate(text, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if points:
+        ax.legend(fontsize=7)
+    return save_figure(fig, png, tight=True)
+
+
+def plot_lines(lines: Dict[str, Dict[float, float]], png: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """One line per entry (``{label: {x: y}}``), points sorted by x."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for label, values in lines.items():
+        xs = sorted(values)
+        ax.plot(xs, [values[x] for x in xs], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, png, tight=True)

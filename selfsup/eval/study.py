@@ -1,0 +1,253 @@
+"""The Revisiting study runner (``selfsup study``): pretext tasks x architectures x widths, each cell pretrained,
+evaluated the same way, and summarised as the paper does (Table 1, Fig. 4, 5 and 7).
+
+A cell is one pretraining run of the recipe ``<method>_<data>`` (e.g. ``rotation_fmnist``) with ``model.backbone``
+set to the architecture and ``model.width = k / 4`` (the paper's widening factor k; k = 4 is the standard network),
+``model.stage_units`` set to ``stage_units`` units in every stage when given (the CPU-sized grid; otherwise each
+architecture's own depth, whatever the recipe says), and the study's overrides on top (``METHOD:key=value`` applies to that method's cells only). Then, for the cell:
+
+* **pretext accuracy** on held-out images (:func:`pretext_accuracy`: the method's own step in eval mode on the test
+  split, e.g. rotation or permutation top-1, Exemplar's nearest-copy accuracy);
+* **probes at every tap** (:func:`selfsup.eval.taps.run_taps`, ``eval.taps.*``: L-BFGS, and optionally MLP and SGD,
+  at the label fractions asked for).
+
+With ``baselines`` the same probes run on the random-init network of every (architecture, width), the row a cell has
+to beat. Cells live in ``<out>/cells/<method>_<arch>_k<k>/``: the run folder, and ``cell.json`` once its evaluation is
+done. Finished cells are skipped when the study is run again; a cell whose pretraining was interrupted resumes from
+its ``last.ckpt`` (the trainer's exact resume). The grid's progress bar counts cells, with an ETA.
+
+Outputs in ``<out>``: ``study.json`` (every number), ``table.md`` and ``table.csv`` (Table 1: pre-logits L-BFGS top-1
+of every method x architecture x width, the best per column in bold), ``heatmap.png``, ``pretext_vs_downstream.png``
+(Fig. 4), ``depth.png`` (Fig. 5: accuracy at every tap, one panel per architecture), ``width.png`` (Fig. 7: accuracy
+against k, one line per method and label fraction).
+
+Scale: each cell's pretraining is an ordinary :func:`selfsup.engine.trainer.pretrain`, so ``train.devices``,
+``train.num_nodes`` and ``train.strategy`` overrides make every cell a DDP run on GPUs; cells run one after another.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from selfsup.config import Config, find_recipe, list_recipes, load_config
+from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.views import MultiViewSampler
+from selfsup.engine.trainer import generator_for, pretrain
+from selfsup.errors import ConfigError
+from selfsup.eval.run import device_for, load_backbone, load_method, probe_data, write_json
+from selfsup.eval.taps import run_taps
+from selfsup.methods.base import StepContext
+
+log = logging.getLogger("selfsup.study")
+
+__all__ = ["Cell", "study_cells", "pretext_accuracy", "run_study", "write_outputs"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str  # "random" for a baseline
+    arch: str
+    k: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.arch}_k{self.k:g}"
+
+
+def study_cells(methods: Sequence[str], archs: Sequence[str], widths: Sequence[float],
+                baselines: bool = True) -> List[Cell]:
+    """The grid in the order it runs: for every architecture and width, its random-init baseline, then each method."""
+    cells = []
+    for arch in archs:
+        for k in widths:
+            if baselines:
+                cells.append(Cell("random", arch, k))
+            cells += [Cell(m, arch, k) for m in methods]
+    return cells
+
+
+def cell_config(cell: Cell, data: str, stage_units: Optional[int], overrides: Sequence[str], out: Path,
+                methods: Sequence[str]) -> Config:
+    """The config of ``cell``: recipe ``<method>_<data>`` (a baseline takes the first method's), its architecture and
+    width, and the study's overrides."""
+    method = cell.method if cell.method != "random" else methods[0]
+    recipe = f"{method}_{data}"
+    try:
+        find_recipe(recipe)
+    except ConfigError:
+        have = sorted(r for r in list_recipes() if r.endswith(f"_{data}"))
+        raise ConfigError(f"selfsup study: no recipe '{recipe}' for --methods {method} --data {data} "
+                          f"(recipes for {data}: {', '.join(have) or 'none'})") from None
+    units = ["model.stage_units=null"]  # the architecture's own depth, whatever the recipe says
+    if stage_units is not None:
+        n = 5 if cell.arch.startswith("vgg") else 4
+        units = [f"model.stage_units=[{','.join([str(stage_units)] * n)}]"]
+    return load_config(recipe, [f"model.backbone={cell.arch}", f"model.width={cell.k / 4:g}", *units,
+                                *overrides_for(method, overrides), f"out={out / 'cells' / cell.name}",
+                                "train.progress=false"])
+
+
+def overrides_for(method: str, overrides: Sequence[str]) -> List[str]:
+    """The study's overrides that apply to ``method``'s cells: plain ``key=value`` ones, and ``METHOD:key=value`` ones
+    whose METHOD is ``method`` (e.g. ``jigsaw:method.patch_size=8``), without the prefix."""
+    chosen = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if ":" in key:
+            scope, _, rest = item.partition(":")
+            if scope == method:
+                chosen.append(rest)
+        else:
+            chosen.append(item)
+    return chosen
+
+
+@torch.no_grad()
+def pretext_accuracy(cfg: Config, checkpoint: Optional[str], limit: int = 2000) -> float:
+    """The pretext task's accuracy (the method's ``pretext_top1``) on the first ``limit`` test images, with the
+    training views and the method in eval mode (BatchNorm from running statistics, no dropout), seeded."""
+    dev = device_for(cfg)
+    method = load_method(cfg, checkpoint).to(dev).eval()
+    dataset = build_dataset(cfg.data, "test")
+    sampler = MultiViewSampler(cfg.views, dataset.mean, dataset.std)
+    n = min(limit, len(dataset))
+    bs = min(cfg.train.batch_size, 256)
+    total, correct = 0, 0.0
+    for step, start in enumerate(range(0, n, bs)):
+        batch = collate([dataset[i] for i in range(start, min(start + bs, n))])
+        images = batch["image"].to(dev)
+        masks = batch["mask"].to(dev) if batch.get("mask") is not None else None
+        views = sampler(images, masks, sampler.sample_params(images.shape[0], generator_for(cfg.seed, "pretext", step)))
+        ctx = StepContext(step=0, total_steps=1, epoch=0, generator=generator_for(cfg.seed, "pretext-method", step))
+        out = method(views, ctx)
+        if "pretext_top1" not in out.logs:
+            raise ConfigError(f"method {cfg.method.name} has no pretext accuracy (not a pretext task)")
+        correct += out.logs["pretext_top1"] * images.shape[0]
+        total += images.shape[0]
+    return correct / max(total, 1)
+
+
+def run_cell(cell: Cell, cfg: Config, progress: bool) -> dict:
+    """Pretrain (resuming an interrupted run) and evaluate one cell; a baseline only evaluates."""
+    out = Path(cfg.out)
+    t0 = time.time()
+    result: dict = {"method": cell.method, "arch": cell.arch, "k": cell.k, "width": cfg.model.width}
+    checkpoint: Optional[str] = None
+    if cell.method != "random":
+        run = pretrain(cfg, resume="auto" if (out / "last.ckpt").exists() else None)
+        checkpoint = str(out)
+        result.update(steps=run.step, images_per_s=run.images_per_s, pretrain_s=run.elapsed_s)
+        result["pretext_top1"] = pretext_accuracy(cfg, checkpoint)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    rep = load_backbone(cfg, checkpoint)
+    result["parameters"] = sum(p.numel() for p in rep.parameters())
+    taps = run_taps(cfg, rep, probe_data(cfg), progress=progress)
+    result.update(taps=taps["taps"], dims=taps["dims"], results=taps["results"], num_train=taps["num_train"])
+    result["seconds"] = time.time() - t0
+    write_json(out / "cell.json", result)
+    return result
+
+
+def run_study(methods: Sequence[str], archs: Sequence[str], widths: Sequence[float], data: str, out: Path,
+              overrides: Sequence[str] = (), stage_units: Optional[int] = None, baselines: bool = True,
+              progress: bool = True) -> List[dict]:
+    """Run (or finish) the grid and write its outputs; returns every cell's result."""
+    out = Path(out)
+    cells = study_cells(methods, archs, widths, baselines)
+    configs = [cell_config(c, data, stage_units, overrides, out, methods) for c in cells]  # all errors up front
+    results = []
+    bar = tqdm(list(zip(cells, configs)), desc="study", unit="cell", disable=not progress, dynamic_ncols=True)
+    for cell, cfg in bar:
+        bar.set_postfix(cell=cell.name)
+        done = Path(cfg.out) / "cell.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            continue
+        results.append(run_cell(cell, cfg, progress=False))
+        write_outputs(results, out, methods, archs, widths)
+    write_outputs(results, out, methods, archs, widths)
+    return results
+
+
+def _top1(r: dict, probe: str = "lbfgs", fraction: str = "1", tap: str = "pre_logits") -> Optional[float]:
+    return r.get("results", {}).get(probe, {}).get(fraction, {}).get(tap)
+
+
+def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs: Sequence[str],
+                  widths: Sequence[float]) -> Dict[str, Path]:
+    """``study.json``, ``table.md``/``table.csv`` and the four figures from the cells done so far."""
+    from selfsup.eval import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "study.json", {"methods": list(methods), "archs": list(archs), "widths": list(widths),
+                                    "cells": results})
+    by = {(r["method"], r["arch"], float(r["k"])): r for r in results}
+    rows = [m for m in methods] + (["random"] if any(r["method"] == "random" for r in results) else [])
+    columns = [(a, float(k)) for a in archs for k in widths]
+    value = {(m, a, k): _top1(by[(m, a, k)]) for m in rows for a, k in columns if (m, a, k) in by}
+    best = {}
+    for a, k in columns:
+        vals = [value[(m, a, k)] for m in methods if value.get((m, a, k)) is not None]
+        best[(a, k)] = max(vals) if vals else None
+    header = ["method"] + [f"{a} k={k:g}" for a, k in columns]
+    md = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for m in rows:
+            cells = []
+            for a, k in columns:
+                v = value.get((m, a, k))
+                text = "" if v is None else f"{v:.2f}"
+                cells.append(f"**{text}**" if v is not None and m != "random" and v == best[(a, k)] else text)
+            md.append(f"| {m} | " + " | ".join(cells) + " |")
+            w.writerow([m] + ["" if value.get((m, a, k)) is None else f"{value[(m, a, k)]:.2f}" for a, k in columns])
+    (out / "table.md").write_text(
+        "Pre-logits linear probe (L-BFGS, all labels), test top-1 %; best method per column in bold.\n\n"
+        + "\n".join(md) + "\n")
+    paths = {"table": out / "table.md"}
+    grid = [[value.get((m, a, k)) for a, k in columns] for m in rows]
+    paths["heatmap"] = plots.plot_heatmap(grid, rows, [f"{a}\nk={k:g}" for a, k in columns], out / "heatmap.png",
+                                          title="pre-logits linear top-1 (%)")
+    points = {}
+    for r in results:
+        if r["method"] != "random" and r.get("pretext_top1") is not None and _top1(r) is not None:
+            points.setdefault(r["arch"], []).append((r["pretext_top1"], _top1(r), f"{r['method']} k={r['k']:g}"))
+    paths["pretext"] = plots.plot_scatter_groups(points, out / "pretext_vs_downstream.png",
+                                                 xlabel="pretext accuracy, held-out (%)",
+                                                 ylabel="pre-logits linear top-1 (%)",
+                                                 title="pretext vs downstream accuracy (Revisiting Fig. 4)")
+    panels = {}
+    for a in archs:
+        k = max(float(x) for x in widths)
+        lines = {}
+        taps: List[str] = []
+        for m in rows:
+            r = by.get((m, a, k))
+            if r and r.get("results"):
+                taps = r["taps"]
+                lines[m] = r["results"]["lbfgs"]["1"] if "lbfgs" in r["results"] else {}
+        if lines:
+            panels[f"{a} k={k:g}"] = (taps, lines)
+    paths["depth"] = plots.plot_depth_panels(panels, out / "depth.png",
+                                             title="linear top-1 at every depth (Revisiting Fig. 5)")
+    width_lines: Dict[str, Dict[float, float]] = {}
+    for r in results:
+        for frac, accs in r.get("results", {}).get("lbfgs", {}).items():
+            if accs.get("pre_logits") is not None:
+                label = f"{r['method']} / {r['arch']}" + ("" if frac == "1" else f", {float(frac):.0%} labels")
+                width_lines.setdefault(label, {})[float(r["k"])] = accs["pre_logits"]
+    paths["width"] = plots.plot_lines(width_lines, out / "width.png", xlabel="widening factor k",
+                                      ylabel="pre-logits linear top-1 (%)",
+                                      title="accuracy against width (Revisiting Fig. 7)")
+    return paths
