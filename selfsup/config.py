@@ -455,6 +455,7 @@ class TapsEvalConfig:
     fractions: List[float] = field(default_factory=lambda: [1.0])
     seed: int = 0
     names: Optional[List[str]] = None  # which taps (None: all of the backbone's)
+    limit: Optional[int] = None  # probe on the first N images of each split only (pretraining still uses all)
     mlp_hidden: int = 1000
     sgd_epochs: int = 70
     sgd_milestones: List[int] = field(default_factory=lambda: [30, 50])
@@ -464,6 +465,8 @@ class TapsEvalConfig:
 
     def validate(self) -> None:
         _positive("eval.taps.max_dims", self.max_dims)
+        if self.limit is not None:
+            _positive("eval.taps.limit", self.limit)
         if not self.probes:
             raise ConfigError("eval.taps.probes needs at least one of lbfgs, mlp, sgd")
         for p in self.probes:

@@ -43,7 +43,7 @@ from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.trainer import generator_for, pretrain
 from selfsup.errors import ConfigError
-from selfsup.eval.run import device_for, load_backbone, load_method, probe_data, write_json
+from selfsup.eval.run import device_for, load_backbone, load_method, write_json
 from selfsup.eval.taps import run_taps
 from selfsup.methods.base import StepContext
 
@@ -151,7 +151,7 @@ def run_cell(cell: Cell, cfg: Config, progress: bool) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     rep = load_backbone(cfg, checkpoint)
     result["parameters"] = sum(p.numel() for p in rep.parameters())
-    taps = run_taps(cfg, rep, probe_data(cfg), progress=progress)
+    taps = run_taps(cfg, rep, progress=progress)
     result.update(taps=taps["taps"], dims=taps["dims"], results=taps["results"], num_train=taps["num_train"])
     result["seconds"] = time.time() - t0
     write_json(out / "cell.json", result)

@@ -17,6 +17,7 @@ backbone, with fewer labels on request.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
@@ -146,8 +147,12 @@ def probe_taps(train: "OrderedDict[str, torch.Tensor]", train_y: torch.Tensor,
 def run_taps(cfg: Config, rep: nn.Module, data=None, progress: bool = True) -> dict:
     """Extract every tap of ``rep`` on ``cfg.data`` (train and test splits) and run :func:`probe_taps`. Returns
     ``{"taps", "dims", "results", "num_train", "num_test"}``."""
-    data = data or probe_data(cfg)
     t = cfg.eval.taps
+    if data is None:
+        if t.limit is not None:
+            cfg = copy.deepcopy(cfg)
+            cfg.data.limit = min(t.limit, cfg.data.limit or t.limit)
+        data = probe_data(cfg)
     dev = device_for(cfg)
     tapper = TapFeatures(rep, t.max_dims, t.names).to(dev)
     kw = dict(preprocess=data.preprocess(cfg), batch_size=cfg.eval.batch_size, device=dev, collate_fn=collate,
