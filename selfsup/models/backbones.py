@@ -78,6 +78,7 @@ from selfsup.errors import ConfigError
 __all__ = [
     "Backbone",
     "ResNetBackbone",
+    "StagedBackbone",
     "ConvNetSpec",
     "build_resnet",
     "build_convnet",
@@ -310,25 +311,40 @@ RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, int, int, int]]] = {
 }
 
 
-class ResNetBackbone(Backbone):
-    """A timm ResNet trunk (``body``) without classifier; ``forward_features`` is timm's (stem + 4 stages).
-
-    Taps (Revisiting): ``after_root`` (stem, after the max-pool), ``block1``..``block4`` (stage outputs), ``pre_logits``.
-    """
+class StagedBackbone(Backbone):
+    """The ResNet layout: ``root -> stages -> final`` (``final`` a norm, or nothing), with the Revisiting taps
+    ``after_root``, ``block1``..``block4`` (stage outputs) and ``pre_logits`` (pooled after ``final``). Subclasses say
+    where the parts are (:meth:`parts`)."""
 
     tap_names = ("after_root", "block1", "block2", "block3", "block4", "pre_logits")
 
+    def parts(self) -> Tuple[Callable[[torch.Tensor], torch.Tensor], Sequence[nn.Module],
+                             Callable[[torch.Tensor], torch.Tensor]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.forward_features(x)
+        root, stages, final = self.parts()
+        x = root(x)
+        for stage in stages:
+            x = stage(x)
+        return final(x)
 
     def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        b = self.body
+        root, stages, final = self.parts()
         taps: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        x = taps["after_root"] = b.maxpool(b.act1(b.bn1(b.conv1(x))))
-        for i, layer in enumerate((b.layer1, b.layer2, b.layer3, b.layer4)):
-            x = taps[f"block{i + 1}"] = layer(x)
-        taps["pre_logits"] = x.mean(dim=(2, 3))
+        x = taps["after_root"] = root(x)
+        for i, stage in enumerate(stages):
+            x = taps[f"block{i + 1}"] = stage(x)
+        taps["pre_logits"] = final(x).mean(dim=(2, 3))
         return taps
+
+
+class ResNetBackbone(StagedBackbone):
+    """A timm ResNet trunk (``body``) without classifier: root = conv1-bn1-act1-maxpool, stages = layer1..layer4."""
+
+    def parts(self):
+        b = self.body
+        return (lambda x: b.maxpool(b.act1(b.bn1(b.conv1(x))))), (b.layer1, b.layer2, b.layer3, b.layer4), nn.Identity()
 
 
 def _stage_units(cfg: ModelConfig, name: str, default: Sequence[int]) -> Tuple[int, ...]:

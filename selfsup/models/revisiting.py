@@ -47,36 +47,23 @@ from timm.models.resnetv2 import ResNetV2
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import (Backbone, _refuse_options, _stage_units, norm_act_layer, norm_layer,
-                                      register_backbone, scale_width, select_stem)
+from selfsup.models.backbones import (Backbone, StagedBackbone, _refuse_options, _stage_units, norm_act_layer,
+                                      norm_layer, register_backbone, scale_width, select_stem)
 
 __all__ = ["ResNetV2Backbone", "RevUnit", "RevNetBackbone", "VGGBackbone", "build_resnet50v2", "build_revnet50",
            "build_vgg19bn"]
-
-RESNET_TAPS = ("after_root", "block1", "block2", "block3", "block4", "pre_logits")
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # ResNet50 v2 (pre-activation), timm's ResNetV2
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class ResNetV2Backbone(Backbone):
+class ResNetV2Backbone(StagedBackbone):
     """timm's :class:`~timm.models.resnetv2.ResNetV2` (pre-activation bottlenecks, stride on the 3x3 conv, projection
     shortcut from the pre-activated input, conv only) ending with BN(+ReLU)."""
 
-    tap_names = RESNET_TAPS
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.norm(self.body.stages(self.body.stem(x)))
-
-    def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        taps: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        x = taps["after_root"] = self.body.stem(x)
-        for i, stage in enumerate(self.body.stages):
-            x = taps[f"block{i + 1}"] = stage(x)
-        taps["pre_logits"] = self.body.norm(x).mean(dim=(2, 3))
-        return taps
+    def parts(self):
+        return self.body.stem, self.body.stages, self.body.norm
 
 
 def build_resnet50v2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
@@ -183,21 +170,11 @@ class RevStage(nn.Sequential):
         return y
 
 
-class RevNetBackbone(Backbone):
+class RevNetBackbone(StagedBackbone):
     """RevNet50: root conv (no BN), four :class:`RevStage`, final BN(+ReLU)."""
 
-    tap_names = RESNET_TAPS
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.final(self.body.stages(self.body.root(x)))
-
-    def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        taps: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        x = taps["after_root"] = self.body.root(x)
-        for i, stage in enumerate(self.body.stages):
-            x = taps[f"block{i + 1}"] = stage(x)
-        taps["pre_logits"] = self.body.final(x).mean(dim=(2, 3))
-        return taps
+    def parts(self):
+        return self.body.root, self.body.stages, self.body.final
 
 
 def build_revnet50(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
