@@ -175,9 +175,14 @@ class ModelConfig:
     # None keeps the name's. Shallower variants let the Revisiting grid run on a CPU.
     stage_units: Optional[List[int]] = None
     last_relu: bool = True  # ResNets, RevNet, VGG only: false = Revisiting's "(-)" variants, no ReLU at the very end
+    # an extra linear layer after the pooling sets the representation (pre-logits) size independently of the width
+    # (Revisiting Sec. 4.6); None: no layer
+    representation_dim: Optional[int] = None
 
     def validate(self) -> None:
         _choice("model.stem", self.stem, ("auto", "imagenet", "small", "patch_task"))
+        if self.representation_dim is not None:
+            _positive("model.representation_dim", self.representation_dim)
         if self.stage_units is not None and (len(self.stage_units) == 0 or any(u < 1 for u in self.stage_units)):
             raise ConfigError(f"model.stage_units must be positive unit counts, got {list(self.stage_units)}")
         _choice("model.norm", self.norm, ("batch", "group", "none"))

@@ -219,6 +219,18 @@ class Backbone(nn.Module):
         self.stem = stem
         self.norm = norm
         self.reduction = reduction
+        self.rep_layer: Optional[nn.Module] = None
+        self.standard_layout = True  # the name's own depth and final ReLU (what a timm/torchvision export needs)
+
+    def set_representation_dim(self, dim: int) -> None:
+        """Add Revisiting's extra linear layer after the pooling (``model.representation_dim``): the representation
+        becomes ``Linear(num_features, dim)`` of the pooled features, whatever the width."""
+        self.rep_layer = nn.Linear(self.num_features, dim)
+        self.num_features = dim
+
+    def pre_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The representation from the pooled features: through the extra linear layer when there is one."""
+        return pooled if self.rep_layer is None else self.rep_layer(pooled)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(B, num_features, h, w)``."""
@@ -226,7 +238,7 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled pre-logits representation ``(B, num_features)``."""
-        return self.forward_features(x).mean(dim=(2, 3))
+        return self.pre_logits(self.forward_features(x).mean(dim=(2, 3)))
 
     #: Names of :meth:`forward_taps`'s outputs, input side first (Revisiting's evaluation at every depth).
     tap_names: Tuple[str, ...] = ("pre_logits",)
@@ -292,7 +304,13 @@ def create_backbone(cfg: ModelConfig, image_size: int, in_chans: int = 3, *,
                           f"available: {', '.join(list_backbones())}")
     if image_size < 1:
         raise ConfigError(f"image size must be > 0 to build model.backbone={cfg.backbone}, got {image_size}")
-    return _REGISTRY[cfg.backbone](cfg, image_size=image_size, in_chans=in_chans, device=device)
+    backbone = _REGISTRY[cfg.backbone](cfg, image_size=image_size, in_chans=in_chans, device=device)
+    backbone.standard_layout = cfg.stage_units is None and cfg.last_relu and cfg.representation_dim is None
+    if cfg.representation_dim is not None:
+        backbone.set_representation_dim(cfg.representation_dim)
+        if device is not None:
+            backbone.rep_layer.to(device)
+    return backbone
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -335,7 +353,7 @@ class StagedBackbone(Backbone):
         x = taps["after_root"] = root(x)
         for i, stage in enumerate(stages):
             x = taps[f"block{i + 1}"] = stage(x)
-        taps["pre_logits"] = final(x).mean(dim=(2, 3))
+        taps["pre_logits"] = self.pre_logits(final(x).mean(dim=(2, 3)))
         return taps
 
 
@@ -598,7 +616,7 @@ class ViTBackbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_size(x)
-        return self.body(x)
+        return self.pre_logits(self.body(x))
 
 
 def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,

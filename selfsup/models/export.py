@@ -51,9 +51,13 @@ def export_state(backbone: nn.Module, fmt: str, *, width: float = 1.0, image_siz
     name = getattr(backbone, "name", type(backbone).__name__)
     if fmt == "selfsup":
         return {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, {"format": "selfsup"}
+    if not getattr(backbone, "standard_layout", True):
+        raise ConfigError(f"{fmt} export of {name} needs the network's own layout (no model.stage_units, "
+                          "model.last_relu=true, no model.representation_dim); export it as --format selfsup")
+    name = {"resnet50v1": "resnet50"}.get(name, name)  # Revisiting's name for the same network
     body = backbone.body.state_dict()
     tensors = {k: v.detach().contiguous().cpu() for k, v in body.items()}
-    if name in TORCHVISION_RESNETS or name.startswith("resnet"):
+    if name in TORCHVISION_RESNETS or name in ("resnet200",):
         _standard(backbone, fmt, width)
         if fmt == "torchvision" and name not in TORCHVISION_RESNETS:
             raise ConfigError(f"torchvision has no {name}; export it as --format timm or selfsup")

@@ -240,7 +240,7 @@ class VGGBackbone(Backbone):
         for i, block in enumerate(self.body.blocks):
             x = taps[f"block{i + 1}"] = block(x)
         taps["fc6"], fc7 = self._fc(x)
-        taps["pre_logits"] = fc7.mean(dim=(2, 3))
+        taps["pre_logits"] = self.pre_logits(fc7.mean(dim=(2, 3)))
         return taps
 
 

@@ -153,3 +153,33 @@ def test_trains_one_step_every_family():
         m(torch.randn(4, 3, 32, 32)).square().mean().backward()
         missing = [n for n, p in m.named_parameters() if p.grad is None]
         assert not missing, (name, missing[:3])
+
+
+@pytest.mark.parametrize("name", FAMILIES + ["convnet_tiny"])
+def test_representation_dim_sets_prelogits_size_independently_of_width(name):
+    """Revisiting Sec. 4.6: an extra linear layer after the pooling; its output is the representation at any width."""
+    extra = {} if name == "convnet_tiny" else {"stage_units": [1] * (5 if name == "vgg19bn" else 4)}
+    for width in (0.125, 0.25):
+        m = create_backbone(ModelConfig(backbone=name, width=width, representation_dim=48, **extra), 16).eval()
+        assert m.num_features == 48
+        x = torch.randn(2, 3, 16, 16)
+        with torch.no_grad():
+            out = m(x)
+            taps = m.forward_taps(x)
+        assert out.shape == (2, 48) and torch.allclose(taps["pre_logits"], out, atol=1e-5)
+        pooled = m.forward_features(x).mean(dim=(2, 3))
+        assert torch.allclose(out, m.rep_layer(pooled), atol=1e-5)
+
+
+def test_export_of_revisiting_families():
+    from selfsup.models.export import build_target, export_state
+
+    v1 = create_backbone(ModelConfig(backbone="resnet50v1", stem="imagenet"), 224)
+    tensors, meta = export_state(v1, "timm")
+    assert meta["timm_model"] == "resnet50"
+    build_target(meta).load_state_dict(tensors, strict=True)
+    for cfg, msg in ((ModelConfig(backbone="resnet50v2", width=0.25, stage_units=None), "no timm or torchvision"),
+                     (ModelConfig(backbone="resnet50v1", stem="imagenet", stage_units=[1, 1, 1, 1]), "own layout"),
+                     (ModelConfig(backbone="resnet50v1", stem="imagenet", representation_dim=8), "own layout")):
+        with pytest.raises(ConfigError, match=msg):
+            export_state(create_backbone(cfg, 32), "timm")
