@@ -65,10 +65,11 @@ class Cell:
 
 def study_cells(methods: Sequence[str], archs: Sequence[str], widths: Sequence[float],
                 baselines: bool = True) -> List[Cell]:
-    """The grid in the order it runs: for every architecture and width, its random-init baseline, then each method."""
+    """The grid in the order it runs: width by width (so that a partial study covers every architecture), for every
+    architecture its random-init baseline, then each method."""
     cells = []
-    for arch in archs:
-        for k in widths:
+    for k in widths:
+        for arch in archs:
             if baselines:
                 cells.append(Cell("random", arch, k))
             cells += [Cell(m, arch, k) for m in methods]
