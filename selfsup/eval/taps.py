@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F

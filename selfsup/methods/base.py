@@ -113,6 +113,14 @@ def check_alpha(alpha) -> None:
         raise ConfigError(f"method.alpha must be in [0, 1] or null, got {alpha}")
 
 
+def require_large_views_only(cfg: Config, method: str) -> None:
+    """Config check of the pretext tasks, which take their inputs from the large views only (small views would be
+    sampled and silently wasted)."""
+    if cfg.views.small.count:
+        raise ConfigError(f"method {method} uses the large views only; set views.small.count=0 "
+                          f"(got {cfg.views.small.count})")
+
+
 def drop_gradients(module: nn.Module) -> None:
     """Set every gradient of ``module`` to None, so the optimiser leaves it (and its momentum) untouched this step."""
     for p in module.parameters():

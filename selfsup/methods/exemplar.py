@@ -25,8 +25,7 @@ from selfsup.config import Config, register_method_args
 from selfsup.data.pretext import random_grayscale, standardize
 from selfsup.errors import ConfigError
 from selfsup.losses import semi_hard_triplet_loss
-from selfsup.methods.base import Method, StepContext, StepOutput, register_method
-from selfsup.methods.rotation import require_large_views_only
+from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
 from selfsup.models.backbones import create_backbone
 
 

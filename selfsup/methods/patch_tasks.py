@@ -39,8 +39,8 @@ from torch import nn
 from selfsup.config import Config, register_method_args
 from selfsup.data.pretext import RPL_NEIGHBOURS, grid_patches, jigsaw_permutations, random_grayscale, standardize
 from selfsup.errors import ConfigError
-from selfsup.methods.base import Method, StepContext, StepOutput, register_method
-from selfsup.methods.rotation import require_large_views_only, top1
+from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
+from selfsup.metrics.accuracy import topk_accuracy
 from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
 
@@ -155,7 +155,8 @@ class PatchTask(Method):
         logits = self.head(inputs)
         loss = F.cross_entropy(logits, labels)
         features = h.detach().view(b, 9, -1).mean(1)  # the patch-averaged representation (of jittered patches)
-        return StepOutput(loss=loss, logs={"pretext_top1": top1(logits, labels)}, features=features)
+        pretext = topk_accuracy(logits.detach(), labels, ks=(1,))["top1"]
+        return StepOutput(loss=loss, logs={"pretext_top1": pretext}, features=features)
 
 
 @register_method("jigsaw")

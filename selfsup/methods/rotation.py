@@ -19,8 +19,8 @@ from torch import nn
 
 from selfsup.config import Config, register_method_args
 from selfsup.data.pretext import rotations
-from selfsup.errors import ConfigError
-from selfsup.methods.base import Method, StepContext, StepOutput, register_method
+from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
+from selfsup.metrics.accuracy import topk_accuracy
 from selfsup.models.backbones import create_backbone
 
 
@@ -33,24 +33,11 @@ class RotationArgs:
         pass
 
 
-def require_large_views_only(cfg: Config, method: str) -> None:
-    """The pretext tasks take their inputs from the large views only; small views would be silently wasted."""
-    if cfg.views.small.count:
-        raise ConfigError(f"method {method} uses the large views only; set views.small.count=0 "
-                          f"(got {cfg.views.small.count})")
-
-
-def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.detach().argmax(1) == labels).float().mean().item() * 100.0
-
-
 @register_method("rotation")
 class Rotation(Method):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         require_large_views_only(cfg, "rotation")
-        if cfg.views.large.size < 1:
-            raise ConfigError("method rotation needs views.large.size >= 1")
         self.backbone = create_backbone(cfg.model, image_size=cfg.views.large.size)
         self.logits = nn.Linear(self.backbone.num_features, 4)
 
@@ -61,4 +48,5 @@ class Rotation(Method):
         logits = self.logits(h)
         loss = F.cross_entropy(logits, labels)
         upright = h[: x.shape[0]].detach()  # rotation 0 of every view: the monitor's features, (L * B, F)
-        return StepOutput(loss=loss, logs={"pretext_top1": top1(logits, labels)}, features=upright)
+        pretext = topk_accuracy(logits.detach(), labels, ks=(1,))["top1"]
+        return StepOutput(loss=loss, logs={"pretext_top1": pretext}, features=upright)
