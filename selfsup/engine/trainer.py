@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from selfsup.config import Config, to_dict, to_yaml
+from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
@@ -509,8 +509,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _check_compatible(state: dict, cfg: Config, path: Path, allow_changes: bool) -> List[str]:
     """The keys (outside :data:`RESUME_FREE_KEYS`) whose value differs between the checkpoint's config and ``cfg``;
-    any such key is a one-line :class:`CheckpointError` unless ``allow_changes``."""
+    any such key is a one-line :class:`CheckpointError` unless ``allow_changes``.
+
+    A key the checkpoint's config lacks (an option added to selfsup after the checkpoint was written) counts as its
+    default: new options default to the behaviour before them, so a run continued at the default is unchanged."""
     old, new = _flatten(state["config"]), _flatten(to_dict(cfg))  # a dict: load_checkpoint checked the structure
+    defaults = _flatten(to_dict(load_config(None, [f"method.name={cfg.method.name}"])))
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
     changed = [k for k in sorted(set(old) | set(new))
                if old.get(k, "<unset>") != new.get(k, "<unset>")
                and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in RESUME_FREE_KEYS)]

@@ -42,6 +42,20 @@ def test_allow_changes_continues_or_says_why_not(finished):
         pretrain(_cfg(finished, "model.width=2.0"), resume="auto", allow_changes=True)
 
 
+def test_checkpoint_from_before_an_option_existed_resumes(finished):
+    """A key the checkpoint's config lacks (an option added later) counts as its default; a non-default value of it
+    is still a change."""
+    path = finished / "run" / "last.ckpt"
+    state = load_checkpoint(path)
+    del state["config"]["model"]["representation_dim"]
+    del state["config"]["optim"]["schedule"]
+    save_checkpoint(path, state)
+    assert pretrain(_cfg(finished), resume="auto").step == 6
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match="model.representation_dim"):
+        pretrain(_cfg(finished, "model.representation_dim=8"), resume="auto")
+
+
 def test_free_keys_may_change(finished):
     res = pretrain(_cfg(finished, "train.log_every_steps=1", "train.ckpt_every_steps=3", "eval.batch_size=8"),
                    resume="auto")
