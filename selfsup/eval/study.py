@@ -229,17 +229,15 @@ def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs:
                                                  ylabel="pre-logits linear top-1 (%)",
                                                  title="pretext vs downstream accuracy (Revisiting Fig. 4)")
     panels = {}
-    for a in archs:
-        k = max(float(x) for x in widths)
-        lines = {}
-        taps: List[str] = []
-        for m in rows:
-            r = by.get((m, a, k))
-            if r and r.get("results"):
-                taps = r["taps"]
-                lines[m] = r["results"]["lbfgs"]["1"] if "lbfgs" in r["results"] else {}
-        if lines:
-            panels[f"{a} k={k:g}"] = (taps, lines)
+    for a in archs:  # each architecture at its widest width with results so far
+        done = sorted({float(r["k"]) for r in results if r["arch"] == a and r.get("results", {}).get("lbfgs")})
+        if not done:
+            continue
+        k = done[-1]
+        lines = {m: by[(m, a, k)]["results"]["lbfgs"]["1"] for m in rows
+                 if (m, a, k) in by and "1" in by[(m, a, k)]["results"].get("lbfgs", {})}
+        taps = next(by[(m, a, k)]["taps"] for m in rows if (m, a, k) in by)
+        panels[f"{a} k={k:g}"] = (taps, lines)
     paths["depth"] = plots.plot_depth_panels(panels, out / "depth.png",
                                              title="linear top-1 at every depth (Revisiting Fig. 5)")
     width_lines: Dict[str, Dict[float, float]] = {}
