@@ -213,7 +213,8 @@ class OptimConfig:
     gamma: float = 0.1  # schedule=step
     weight_decay_end: Optional[float] = None  # cosine schedule weight_decay -> weight_decay_end per step (SSLight ViT)
     depthwise_no_decay: bool = False  # SSLight/MobileNetV2: depthwise kernels get no decay but keep the LARS scaling
-    clip_grad: Optional[float] = None  # clip the global gradient norm to this value (DINO ViT uses 3.0)
+    clip_grad: Optional[float] = None  # clip gradients to this norm (DINO/SSLight ViT: 3.0, per parameter)
+    clip_grad_mode: str = "global"  # global: the norm of all gradients; per_param: each parameter's own (DINO)
 
     def validate(self) -> None:
         _choice("optim.name", self.name, ("lars", "sgd", "adamw"))
@@ -237,6 +238,7 @@ class OptimConfig:
             raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
         if self.trust_coefficient <= 0:
             raise ConfigError(f"optim.trust_coefficient must be > 0, got {self.trust_coefficient}")
+        _choice("optim.clip_grad_mode", self.clip_grad_mode, ("global", "per_param"))
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
 

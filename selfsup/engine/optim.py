@@ -148,3 +148,15 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, *,
             raise ConfigError(f"optim.betas needs 2 values, got {list(cfg.betas)}")
         return torch.optim.AdamW(groups, lr=lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])))
     raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}; got '{cfg.name}'")
+
+
+@torch.no_grad()
+def clip_per_parameter(params, max_norm: float) -> None:
+    """DINO's ``clip_gradients``: scale each parameter's gradient so that its own L2 norm is at most ``max_norm``
+    (``coef = max_norm / (norm + 1e-6)``, applied when below 1); unlike global clipping, one large gradient does not
+    shrink all the others."""
+    for p in params:
+        if p.grad is not None:
+            coef = max_norm / (torch.linalg.vector_norm(p.grad) + 1e-6)
+            if coef < 1:
+                p.grad.mul_(coef)

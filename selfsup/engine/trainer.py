@@ -46,7 +46,7 @@ from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
 from selfsup.engine.ema import ema_update
 from selfsup.engine.monitor import build_monitor
-from selfsup.engine.optim import build_optimizer
+from selfsup.engine.optim import build_optimizer, clip_per_parameter
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine, warmup_step_decay)
 from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
@@ -216,6 +216,18 @@ def _run_and_release(fabric, *args) -> RunResult:
             torch.distributed.destroy_process_group()
 
 
+def check_mask_source(cfg: Config, dataset) -> None:
+    """Background masking (``views.mask_p`` > 0 on a maskable view group) needs masks; a dataset without any is a
+    one-line error saying how to give them, not a run that silently trains with p_m = 0."""
+    v = cfg.views
+    maskable = (v.large.maskable and v.large.count > 0) or (v.small.maskable and v.small.count > 0)
+    if v.mask_p > 0 and maskable and not getattr(dataset, "has_masks", False):
+        raise ConfigError(f"views.mask_p={v.mask_p} asks for background masking, but data.dataset={cfg.data.dataset} "
+                          "has no foreground masks: set views.mask_p=0 (no masking), or train on data that carries "
+                          "masks (the built-in shapes data; saliency masks for any dataset come with the saliency "
+                          "pipeline)")
+
+
 def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int],
          allow_changes: bool = False) -> RunResult:
     t = cfg.train
@@ -227,6 +239,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
 
     dataset = build_dataset(cfg.data, "train")
+    check_mask_source(cfg, dataset)
     steps_per_epoch = len(dataset) // t.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"the dataset has {len(dataset)} images, fewer than train.batch_size={t.batch_size}")
@@ -385,7 +398,9 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             inner.on_after_backward(ctx)
-            if o.clip_grad is not None:
+            if o.clip_grad is not None and o.clip_grad_mode == "per_param":
+                clip_per_parameter(inner.parameters(), o.clip_grad)
+            elif o.clip_grad is not None:
                 fabric.clip_gradients(model, optimizer, max_norm=o.clip_grad, error_if_nonfinite=False)
             optimizer.step()
             logs: Dict[str, float] = {"loss": loss.item(), "lr": lr}

@@ -143,3 +143,29 @@ def test_clip_grad_bounds_the_global_gradient_norm(tiny_overrides, monkeypatch):
     norms.clear()
     pretrain(load_config(None, [*tiny_overrides, "train.steps=1", f"out={result.out_dir}_noclip"]))
     assert norms[0] > 100 * clip  # without the option the same step is far larger
+
+
+def test_clip_per_parameter_bounds_each_gradient_on_its_own():
+    """DINO's per-parameter clipping: every gradient's own norm ends at most max_norm; small ones are untouched."""
+    from selfsup.engine.optim import clip_per_parameter
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    a.grad, b.grad = torch.tensor([30.0, 40.0, 0.0]), torch.tensor([0.3, 0.4])
+    clip_per_parameter([a, b], 3.0)
+    assert torch.linalg.vector_norm(a.grad).item() == pytest.approx(3.0, rel=1e-5)
+    assert torch.equal(b.grad, torch.tensor([0.3, 0.4]))  # global clipping would have scaled this one too
+
+
+def test_trainer_clips_per_parameter(tiny_overrides, monkeypatch):
+    seen = []
+    original = LARS.step
+
+    def recording_step(self, closure=None):
+        seen.append(max(torch.linalg.vector_norm(p.grad).item() for g in self.param_groups for p in g["params"]
+                        if p.grad is not None))
+        return original(self, closure)
+
+    monkeypatch.setattr(LARS, "step", recording_step)
+    pretrain(load_config(None, [*tiny_overrides, "train.steps=2", "optim.clip_grad=1e-3",
+                                "optim.clip_grad_mode=per_param"]))
+    assert len(seen) == 2 and max(seen) <= 1e-3 * 1.0001

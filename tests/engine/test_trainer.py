@@ -11,6 +11,7 @@ from selfsup.engine.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.engine.trainer import StepBatchSampler, pretrain
 from selfsup.errors import CheckpointError, NonFiniteLossError
 from selfsup.methods.relicv2 import RELICv2
+from tests.conftest import TINY
 
 
 def _rows(path):
@@ -117,3 +118,22 @@ def test_snapshots_after_the_given_minutes(tmp_path, tiny_overrides):
     assert meta["step"] == "1" and meta["images_seen"] == "16" and float(meta["trained_s"]) > 0
     with pytest.raises(Exception, match="train.snapshot_minutes"):
         load_config(None, [*tiny_overrides, "train.snapshot_minutes=[0]"])
+
+
+def test_masking_without_a_mask_source_is_one_line(tmp_path):
+    """views.mask_p > 0 on data without masks stops before training, saying how to give masks (no silent p_m = 0)."""
+    from PIL import Image
+
+    from selfsup.errors import ConfigError
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(8):
+        Image.new("RGB", (12, 12), (30 * i, 10, 10)).save(root / f"{i}.png")
+    cfg = load_config(None, [*TINY, "data.dataset=folder", f"data.root={root}", "views.mask_p=0.1",
+                             f"out={tmp_path / 'run'}", "train.batch_size=4", "monitor.knn_every_steps=0"])
+    with pytest.raises(ConfigError) as err:
+        pretrain(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "views.mask_p=0" in msg and "no foreground masks" in msg
+    assert not (tmp_path / "run" / "last.ckpt").exists()

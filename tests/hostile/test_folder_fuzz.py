@@ -217,7 +217,8 @@ def test_skip_corrupt_counts_warns_once_and_stops_clearly_when_nothing_is_left(f
     from selfsup.engine.trainer import pretrain
 
     cfg = load_config("simclr_shapes", [f"out={fuzzed.parent / 'run'}", "data.dataset=folder", f"data.root={bad}",
-                                        "data.skip_corrupt=true", "data.image_size=16", "views.large.size=16",
+                                        "data.skip_corrupt=true", "views.mask_p=0", "data.image_size=16",
+                                        "views.large.size=16",
                                         "views.small.count=0", "train.batch_size=2", "train.steps=2",
                                         "train.progress=false", "monitor.online_linear=false",
                                         "monitor.knn_every_steps=0"])
@@ -229,7 +230,8 @@ def test_skip_corrupt_counts_warns_once_and_stops_clearly_when_nothing_is_left(f
 def test_cli_on_the_fuzzed_folder(fuzzed, tmp_path):
     """End to end: without skip_corrupt one line names a bad file (status 2); with it the run trains on the good
     images and reports the count; nothing hangs on the FIFO or the device links."""
-    tiny = ["data.dataset=folder", f"data.root={fuzzed}", "data.image_size=16", "views.large.size=16",
+    tiny = ["data.dataset=folder", f"data.root={fuzzed}", "views.mask_p=0", "data.image_size=16",
+            "views.large.size=16",
             "views.small.size=8", "train.batch_size=4", "train.steps=3", "monitor.online_linear=false",
             "monitor.knn_every_steps=0", "train.threads=1"]
     r = run_cli("pretrain", "simclr_shapes", "--quiet", f"out={tmp_path / 'a'}", *tiny)
