@@ -313,9 +313,16 @@ class LinearEvalConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    optimizer: str = "sgd"  # sgd | lars (SSLight's CNN probe: LARS, eta 1e-3, bias excluded)
+    trust_coefficient: float = 1e-3  # optimizer=lars
+    final_lr: float = 0.0  # the cosine ends here (SSLight: 1e-6)
 
     def validate(self) -> None:
         _choice("eval.linear.protocol", self.protocol, ("lbfgs", "sgd"))
+        _choice("eval.linear.optimizer", self.optimizer, ("sgd", "lars"))
+        _positive("eval.linear.trust_coefficient", self.trust_coefficient)
+        if self.final_lr < 0:
+            raise ConfigError(f"eval.linear.final_lr must be >= 0, got {self.final_lr}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"eval.linear.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.l2_grid or any(v < 0 for v in self.l2_grid):
@@ -497,6 +504,9 @@ class EvalConfig:
     image_size: Optional[int] = None  # None: the source size times crop_ratio
     crop_ratio: float = 1.0  # 0.875 gives ImageNet's resize-256 / centre-crop-224
     batch_size: int = 512
+    # ViTs: the representation is the class tokens of the last N blocks (each through the final LayerNorm),
+    # concatenated; 1 = the usual pre-logits class token, 4 = DINO's and SSLight's linear evaluation of ViT-Ti/S
+    vit_last_blocks: int = 1
     linear: LinearEvalConfig = field(default_factory=LinearEvalConfig)
     knn: KNNEvalConfig = field(default_factory=KNNEvalConfig)
     finetune: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
@@ -507,6 +517,7 @@ class EvalConfig:
         if not 0 < self.crop_ratio <= 1:
             raise ConfigError(f"eval.crop_ratio must be in (0, 1], got {self.crop_ratio}")
         _positive("eval.batch_size", self.batch_size)
+        _positive("eval.vit_last_blocks", self.vit_last_blocks)
         self.linear.validate()
         self.knn.validate()
         self.finetune.validate()

@@ -29,6 +29,7 @@ from torch.utils.data import BatchSampler, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from selfsup.config import LinearEvalConfig
+from selfsup.engine.optim import LARS
 from selfsup.errors import DataError, NonFiniteLossError
 from selfsup.eval.features import (autocast_for, channels_last, default_collate, eval_mode, extract_features,
                                    make_loader, to_device_batch)
@@ -238,12 +239,14 @@ def fit_logistic_lbfgs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
 # SGD on augmented images (RELICv2 App. D.1; method-details B 3.1)
 # --------------------------------------------------------------------------------------------------------------------
 
-def cosine_lr(step: int, total_steps: int, peak_lr: float) -> float:
-    """``peak_lr * (1 + cos(pi * step / total_steps)) / 2``: the peak at step 0, 0 after the last step, no warm-up."""
+def cosine_lr(step: int, total_steps: int, peak_lr: float, final_lr: float = 0.0) -> float:
+    """``final + (peak - final) (1 + cos(pi * step / total_steps)) / 2``: the peak at step 0, ``final_lr`` after the last
+    step, no warm-up."""
     if total_steps <= 0:
         return peak_lr
+    final = min(final_lr, peak_lr)
     t = min(max(step, 0), total_steps) / total_steps
-    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    return final + (peak_lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @torch.no_grad()
@@ -278,7 +281,9 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
       ``num_features`` is ``backbone.num_features`` if present, else inferred from a forward pass.
     - SGD with momentum ``cfg.momentum``, Nesterov when ``cfg.nesterov`` (the paper's setting), weight decay
       ``cfg.weight_decay`` (0 in the paper), lr = ``cfg.base_lr * cfg.batch_size / 256`` decayed per step by a cosine to
-      0 (:func:`cosine_lr`), no warm-up; ``cfg.epochs`` epochs, the train set reshuffled every epoch by a seeded
+      ``cfg.final_lr`` (0; :func:`cosine_lr`), no warm-up; ``cfg.optimizer=lars`` uses LARS instead (SSLight's CNN
+      probe, method-details B 1.5: trust coefficient ``cfg.trust_coefficient``, the bias excluded from the trust
+      ratio and the decay, no Nesterov); ``cfg.epochs`` epochs, the train set reshuffled every epoch by a seeded
       generator; the last, smaller batch of an epoch is kept.
     - Train images go through ``train_transform(uint8 batch on device, generator)`` (random-resized-crop with
       ``cfg.crop_scale`` + flip + normalisation, the caller's; its random numbers come from a CPU generator seeded from
@@ -305,8 +310,15 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
     head = head.to(device).train()
 
     peak_lr = cfg.base_lr * cfg.batch_size / 256.0
-    opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=cfg.momentum,
-                          nesterov=bool(cfg.nesterov and cfg.momentum > 0), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lars":  # SSLight's CNN probe: the trust ratio and decay skip the bias (1-D)
+        opt: torch.optim.Optimizer = LARS(
+            [{"params": [head.weight]},
+             {"params": [head.bias], "lars_exclude": True, "weight_decay": 0.0}],
+            lr=peak_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            trust_coefficient=cfg.trust_coefficient)
+    else:
+        opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=cfg.momentum,
+                              nesterov=bool(cfg.nesterov and cfg.momentum > 0), weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     shuffle_gen = torch.Generator().manual_seed(int(seed) + 1)
@@ -342,7 +354,7 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
                     used_lr = opt.param_groups[0]["lr"]
                     step += 1
                     for group in opt.param_groups:
-                        group["lr"] = cosine_lr(step, total_steps, peak_lr)
+                        group["lr"] = cosine_lr(step, total_steps, peak_lr, cfg.final_lr)
                     b = y.shape[0]
                     loss_sum += loss.detach() * b
                     correct += (logits.detach().argmax(1) == y).sum()

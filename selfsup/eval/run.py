@@ -22,7 +22,7 @@ from selfsup.eval.features import extract_features
 from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
 from selfsup.methods.base import backbone_input_size, representation_of
-from selfsup.models.backbones import create_backbone
+from selfsup.models.backbones import LastBlocksTokens, ViTBackbone, create_backbone
 
 log = logging.getLogger("selfsup.eval")
 
@@ -67,7 +67,14 @@ def load_backbone(cfg: Config, checkpoint: Optional[str], representation: bool =
         if missing or unexpected:
             raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
                                   f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-    return representation_of(cfg, backbone) if representation else backbone
+    if not representation:
+        return backbone
+    if cfg.eval.vit_last_blocks > 1:
+        if not isinstance(backbone, ViTBackbone):
+            raise ConfigError(f"eval.vit_last_blocks={cfg.eval.vit_last_blocks} is for ViTs; "
+                              f"model.backbone={cfg.model.backbone} is not one")
+        return LastBlocksTokens(backbone, cfg.eval.vit_last_blocks)
+    return representation_of(cfg, backbone)
 
 
 def eval_size(cfg: Config, dataset: ImageDataset) -> int:

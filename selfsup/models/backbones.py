@@ -102,6 +102,7 @@ __all__ = [
     "ViTBackbone",
     "build_vit",
     "VIT_SPECS",
+    "LastBlocksTokens",
 ]
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -617,6 +618,42 @@ class ViTBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_size(x)
         return self.pre_logits(self.body(x))
+
+    @property
+    def tap_names(self) -> Tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"block{i + 1}" for i in range(len(self.body.blocks))) + ("pre_logits",)
+
+    def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """The class token after every block, each through the final LayerNorm (DINO's ``get_intermediate_layers``),
+        and ``pre_logits`` (equal to ``forward(x)``)."""
+        self._check_size(x)
+        b = self.body
+        x = b.norm_pre(b.patch_drop(b._pos_embed(b.patch_embed(x))))
+        taps: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for i, block in enumerate(b.blocks):
+            x = block(x)
+            taps[f"block{i + 1}"] = b.norm(x)[:, 0]
+        taps["pre_logits"] = self.pre_logits(b.forward_head(b.norm(x), pre_logits=True))
+        return taps
+
+
+class LastBlocksTokens(nn.Module):
+    """``eval.vit_last_blocks = n``: a ViT's representation as the class tokens of its last ``n`` blocks (each through
+    the final LayerNorm), concatenated in block order, ``n * embed_dim`` features (DINO's and SSLight's linear
+    evaluation of ViT-Ti/S uses n = 4)."""
+
+    def __init__(self, backbone: ViTBackbone, n: int) -> None:
+        super().__init__()
+        depth = len(backbone.body.blocks)
+        if not 1 <= n <= depth:
+            raise ConfigError(f"eval.vit_last_blocks={n}: model.backbone={backbone.name} has {depth} blocks")
+        self.backbone, self.n = backbone, n
+        self.names = [f"block{i + 1}" for i in range(depth - n, depth)]
+        self.num_features = n * backbone.body.embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        taps = self.backbone.forward_taps(x)
+        return torch.cat([taps[name] for name in self.names], dim=1)
 
 
 def build_vit(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,

@@ -283,6 +283,37 @@ def test_cosine_lr():
     assert cosine_lr(0, 10, 2.0) == 2.0
     assert cosine_lr(5, 10, 2.0) == pytest.approx(1.0)
     assert cosine_lr(10, 10, 2.0) == pytest.approx(0.0, abs=1e-15)
+    assert cosine_lr(10, 10, 2.0, 1e-6) == pytest.approx(1e-6)  # SSLight's floor
+    assert cosine_lr(5, 10, 2.0, 0.5) == pytest.approx(1.25)
+
+
+def test_lars_probe_learns_and_excludes_the_bias(monkeypatch):
+    """eval.linear.optimizer=lars (SSLight's CNN probe): a LARS optimiser whose bias group skips the trust ratio and
+    the decay; it learns the task like SGD and ends at final_lr."""
+    from selfsup.engine.optim import LARS
+
+    made = []
+    original = LARS.__init__
+
+    def spy(self, params, **kw):
+        original(self, params, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(LARS, "__init__", spy)
+    steps = []
+    torch.manual_seed(0)
+    res = linear_probe_sgd(TinyNet(), QuadrantImages(256, 0), QuadrantImages(96, 1), train_transform=_train_transform,
+                           test_transform=_normalise, num_classes=4, seed=0, progress=False, log_fn=steps.append,
+                           cfg=_cfg(optimizer="lars", base_lr=8.0, final_lr=1e-3, weight_decay=1e-4, epochs=8,
+                                    trust_coefficient=0.2,
+                                    nesterov=False))
+    assert len(made) == 1
+    weight_group, bias_group = made[0].param_groups
+    assert weight_group["params"][0].ndim == 2 and not weight_group["lars_exclude"]
+    assert bias_group["params"][0].ndim == 1 and bias_group["lars_exclude"] and bias_group["weight_decay"] == 0.0
+    assert weight_group["weight_decay"] == 1e-4 and weight_group["trust_coefficient"] == 0.2
+    assert res["top1"] >= 90.0, res
+    assert res["final_lr"] == pytest.approx(1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

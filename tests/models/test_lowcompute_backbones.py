@@ -231,3 +231,31 @@ def test_cli_pretrains_relicv2_with_the_new_backbones(tmp_path, extra):
         assert groups["depthwise"]["weight_decay"] == 0.0 and not groups["depthwise"]["lars_exclude"]
     else:
         assert "depthwise" not in groups
+
+
+def test_vit_taps_and_last_blocks_representation():
+    """ViT taps: the class token after each block through the final LayerNorm; eval.vit_last_blocks=4 concatenates
+    the last four (DINO's / SSLight's ViT linear evaluation)."""
+    from selfsup.config import load_config
+    from selfsup.errors import ConfigError
+    from selfsup.eval.run import load_backbone
+    from selfsup.models.backbones import LastBlocksTokens
+
+    cfg = load_config(None, ["model.backbone=vit_tiny_16", "model.patch_size=8", "views.large.size=16",
+                             "eval.vit_last_blocks=4"])
+    rep = load_backbone(cfg, None).eval()
+    assert isinstance(rep, LastBlocksTokens) and rep.num_features == 4 * 192
+    vit = rep.backbone
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        taps = vit.forward_taps(x)
+        manual = vit.body.norm_pre(vit.body.patch_drop(vit.body._pos_embed(vit.body.patch_embed(x))))
+        tokens = []
+        for block in vit.body.blocks:
+            manual = block(manual)
+            tokens.append(vit.body.norm(manual)[:, 0])
+        assert list(taps) == [f"block{i}" for i in range(1, 13)] + ["pre_logits"]
+        assert torch.allclose(taps["pre_logits"], vit(x), atol=1e-5)
+        assert torch.allclose(rep(x), torch.cat(tokens[-4:], dim=1), atol=1e-5)
+    with pytest.raises(ConfigError, match="eval.vit_last_blocks=2 is for ViTs"):
+        load_backbone(load_config(None, ["eval.vit_last_blocks=2"]), None)
