@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.data.datasets import InMemoryDataset
+from selfsup.data.base import InMemoryDataset
 from selfsup.errors import ConfigError
 
 DEFAULT_SEED = 0
