@@ -5,7 +5,7 @@ to raw pixels, the random-init backbone and the same backbone trained with label
     .venv/bin/python benchmarks/fmnist_curves.py --minutes 1 2 --only relicv2_fmnist --long 3   # a quick check
     .venv/bin/python benchmarks/fmnist_curves.py --resume --out DIR     # go on after an interruption (per curve)
 
-Each method runs its shipped recipe ``recipes/<method>_fmnist.yaml`` once, with the step schedule calibrated to the
+Each method runs its shipped recipe ``selfsup/recipes/<method>_fmnist.yaml`` once, with the step schedule calibrated to the
 longest budget (``--minutes``, last value) and backbone snapshots after each shorter budget
 (``train.snapshot_minutes``): one run, read at several times, is the learning curve a user of that recipe sees. RELICv2
 also runs ``--long`` minutes (its own schedule, snapshots at every budget). The supervised baseline trains the same

@@ -5,7 +5,7 @@ and DINO with the default multi-crop against DINO with SSLight's view sampling (
     .venv/bin/python benchmarks/fmnist_methods.py --steps 420 --only dino_fmnist,dino_fmnist_sslight   # equal steps
     .venv/bin/python benchmarks/fmnist_methods.py --data shapes --steps 312   # the *_shapes recipes on the built-in data
 
-Each method runs its small CPU recipe ``recipes/<method>_fmnist.yaml`` (DINO + SSLight: ``dino_fmnist_sslight``), the
+Each method runs its small CPU recipe ``selfsup/recipes/<method>_fmnist.yaml`` (DINO + SSLight: ``dino_fmnist_sslight``), the
 same backbone (``convnet_tiny``), batch and optimiser family, with the schedule length calibrated so that its cosine
 schedules finish inside the budget (a short timed run first; see ``common.calibrated_steps``). A random-init backbone
 of the same architecture is the baseline of the same run. ``--data shapes`` screens the ``<method>_shapes`` recipes on

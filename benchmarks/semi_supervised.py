@@ -26,7 +26,7 @@ from common import machine  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="a run folder (its last.ckpt holds the projector)")
-    ap.add_argument("--presets", required=True, help="comma-separated presets from recipes/eval/")
+    ap.add_argument("--presets", required=True, help="comma-separated presets from selfsup/recipes/eval/")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-semi"))
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init rows")
     ap.add_argument("--linear-reference", action="store_true",

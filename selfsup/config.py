@@ -1,6 +1,6 @@
 """Typed configuration: one schema for pretraining and evaluation, YAML recipes and ``key=value`` overrides.
 
-A run is described by :class:`Config`. Recipes in ``recipes/`` are partial YAML files merged over the defaults below; any
+A run is described by :class:`Config`. Recipes in ``selfsup/recipes/`` are partial YAML files merged over the defaults below; any
 key can then be overridden on the command line with a dotted path (``optim.base_lr=0.1``, ``views.large.count=2``).
 Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate`` methods. Every failure becomes
 one :class:`~selfsup.errors.ConfigError` line that names the option.
@@ -354,7 +354,7 @@ FINETUNE_SCHEDULES = ("step", "cosine")
 class FinetuneEvalConfig:
     """Fine-tuning of the pretrained encoder with a new linear classifier (:mod:`selfsup.eval.finetune`).
 
-    The defaults are RELICv2's semi-supervised protocol (App. D.2) for the 10% subset; ``recipes/eval/`` holds the
+    The defaults are RELICv2's semi-supervised protocol (App. D.2) for the 10% subset; ``selfsup/recipes/eval/`` holds the
     paper presets (RELICv2 1% / 10%, SSLight 1% / 10%, plain fine-tuning on all labels).
     """
 
@@ -599,16 +599,17 @@ RECIPE_DIR_ENV = "SELFSUP_RECIPES"
 
 
 def recipe_dirs() -> List[Path]:
-    """Where recipe names are looked up: $SELFSUP_RECIPES, then the repository's ``recipes/``."""
+    """Where recipe names are looked up: $SELFSUP_RECIPES, then the package's own ``selfsup/recipes/`` (package data:
+    an installed wheel has every recipe)."""
     dirs = []
     if os.environ.get(RECIPE_DIR_ENV):
         dirs.append(Path(os.environ[RECIPE_DIR_ENV]))
-    dirs.append(Path(__file__).resolve().parent.parent / "recipes")
+    dirs.append(Path(__file__).resolve().parent / "recipes")
     return dirs
 
 
 def list_presets() -> List[str]:
-    """The evaluation presets: ``recipes/eval/*.yaml`` of every recipe folder, as ``eval/<name>``."""
+    """The evaluation presets: ``selfsup/recipes/eval/*.yaml`` of every recipe folder, as ``eval/<name>``."""
     names = set()
     for d in recipe_dirs():
         if (d / "eval").is_dir():
@@ -638,7 +639,7 @@ def list_recipes() -> List[str]:
 
 
 def find_recipe(name_or_path: str) -> Path:
-    """A recipe by file path or by name (``relicv2_shapes`` finds ``recipes/relicv2_shapes.yaml``)."""
+    """A recipe by file path or by name (``relicv2_shapes`` finds ``selfsup/recipes/relicv2_shapes.yaml``)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
@@ -709,7 +710,7 @@ def _schema(method_name: str) -> DictConfig:
 def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None,
                 presets: Sequence[str] = ()) -> Config:
     """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- presets <- overrides, typed and
-    validated. A preset is a recipe too (usually one of ``recipes/eval/``, named ``eval/<name>`` or by its bare name)
+    validated. A preset is a recipe too (usually one of ``selfsup/recipes/eval/``, named ``eval/<name>`` or by its bare name)
     layered after the main recipe: an evaluation protocol applied to any run."""
     layers: List[DictConfig] = []
     if base is not None:

@@ -1,6 +1,6 @@
 """``selfsup demo``: RELICv2 on the built-in procedural data, end to end in a few CPU minutes.
 
-1. pretrain RELICv2 (``recipes/demo.yaml``) on the built-in shapes dataset, with the quality monitor on (online linear
+1. pretrain RELICv2 (``selfsup/recipes/demo.yaml``) on the built-in shapes dataset, with the quality monitor on (online linear
    classifier and periodic kNN, in the progress bar and ``curves.png``);
 2. linear-probe (L-BFGS, A6) and kNN-probe the pretrained backbone next to a random-init backbone of the same
    architecture, on the same features pipeline, and find each one's nearest training images of a few test images;

@@ -1,6 +1,6 @@
 """``selfsup``: pretrain, evaluate and demo from the command line.
 
-Every command takes a recipe (a name from ``recipes/`` or a YAML path) and any number of ``key=value`` overrides of the
+Every command takes a recipe (a name from ``selfsup/recipes/`` or a YAML path) and any number of ``key=value`` overrides of the
 config (``selfsup pretrain relicv2_fmnist train.steps=200 optim.base_lr=0.1``). A mistake the user can fix (a bad option,
 a missing file, a corrupt image, a diverging run) prints one line, ``selfsup: error: ...``, and exits with status 2.
 """
@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 from selfsup.errors import SelfsupError
 
 EPILOG = """overrides: any config key as key=value, e.g. train.steps=100 views.large.count=2 method.temperature=0.1
-recipes:   selfsup recipes   (lists the YAML files in recipes/)"""
+recipes:   selfsup recipes   (lists the YAML files in selfsup/recipes/)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,9 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser, recipe_default: Optional[str] = None) -> None:
     p.add_argument("overrides", nargs="*", metavar="[RECIPE] key=value",
-                   help="a recipe (name in recipes/ or YAML path; also --recipe), then config overrides (dotted keys)")
+                   help="a recipe (name in selfsup/recipes/ or YAML path; also --recipe), then config overrides (dotted keys)")
     p.add_argument("--recipe", "-r", default=None,
-                   help=f"recipe name in recipes/ or a YAML path (default: {recipe_default or 'none'})")
+                   help=f"recipe name in selfsup/recipes/ or a YAML path (default: {recipe_default or 'none'})")
     p.set_defaults(recipe_default=recipe_default)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--ood", action="append", default=[], metavar="DIR",
                            help="a labelled folder whose class folders are named like training classes; repeatable")
         e.add_argument("--preset", "-p", action="append", default=[], metavar="PRESET",
-                       help="an evaluation protocol from recipes/eval/ (e.g. relicv2_semi_10pct), layered over the "
+                       help="an evaluation protocol from selfsup/recipes/eval/ (e.g. relicv2_semi_10pct), layered over the "
                             "run's config and the recipe; repeatable")
 
     d = sub.add_parser("demo", help="pretrain RELICv2 on the built-in data, probe it against random init, report",
@@ -211,6 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SelfsupError as exc:
         print(f"selfsup: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `selfsup recipes | head`: the reader left; nothing is lost
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("selfsup: interrupted; the last checkpoint was saved, continue with --resume", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
 """Fine-tuning a pretrained encoder with a new linear classifier: semi-supervised (1% / 10% of the labels) and plain.
 
-Protocols (``eval.finetune``; presets in ``recipes/eval/``):
+Protocols (``eval.finetune``; presets in ``selfsup/recipes/eval/``):
 
 RELICv2, App. D.2 (after Zhai et al. 2019, SimCLR, BYOL, SwAV)
     The encoder is initialised from the pretrained representation and a randomly initialised linear layer is put on its
