@@ -5,8 +5,8 @@ key can then be overridden on the command line with a dotted path (``optim.base_
 Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate`` methods. Every failure becomes
 one :class:`~selfsup.errors.ConfigError` line that names the option.
 
-The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (filled in by
-``selfsup.methods``), and the other ``method.*`` keys are checked against it.
+The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (every method's
+arguments, in :mod:`selfsup.method_args`), and the other ``method.*`` keys are checked against it.
 
 Names follow the papers: views are *large*/*small* (RELICv2; SSLight calls them global/local), ``temperature`` is tau,
 ``beta`` the invariance scale, ``num_negatives`` n_e, ``views.mask_p`` p_m, ``method.alpha`` SSLight's alpha.
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from selfsup.errors import ConfigError
+from selfsup.method_args import METHOD_ARGS, register_method_args  # noqa: F401  (every method's schema, re-exported)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -577,20 +578,6 @@ class Config:
         return self
 
 
-# Filled by selfsup.methods: method name -> its arguments dataclass (with a ``name`` field and ``validate()``).
-METHOD_ARGS: Dict[str, type] = {}
-
-
-def register_method_args(name: str):
-    """Class decorator: make a method's arguments dataclass selectable with ``method.name=<name>``."""
-
-    def wrap(cls: type) -> type:
-        METHOD_ARGS[name] = cls
-        return cls
-
-    return wrap
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------------
@@ -727,8 +714,6 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
 
     method_name = OmegaConf.select(raw, "method.name", default="relicv2")
     if method_name not in METHOD_ARGS:
-        _ensure_methods_registered()
-    if method_name not in METHOD_ARGS:
         hint = _did_you_mean(str(method_name), list(METHOD_ARGS))
         raise ConfigError(f"unknown method.name '{method_name}'{hint}; available: {', '.join(sorted(METHOD_ARGS))}")
 
@@ -772,10 +757,6 @@ def _merge_layers(layers: Sequence[DictConfig]) -> DictConfig:
             del raw["method"]
         raw = OmegaConf.merge(raw, layer)
     return raw
-
-
-def _ensure_methods_registered() -> None:
-    import selfsup.methods  # noqa: F401  (registers the methods' argument classes)
 
 
 def to_dict(cfg: Any) -> dict:

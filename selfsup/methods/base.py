@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
+from selfsup.method_args import check_alpha  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -105,12 +106,6 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_optimizer_step(self, ctx: StepContext) -> Dict[str, float]:
         return {}
-
-
-def check_alpha(alpha) -> None:
-    """Config check of SSLight's re-balancing weight ``method.alpha`` (every method has it): in [0, 1] or null."""
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"method.alpha must be in [0, 1] or null, got {alpha}")
 
 
 def require_large_views_only(cfg: Config, method: str) -> None:

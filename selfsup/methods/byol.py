@@ -14,21 +14,12 @@ per-rank loss averaged by DDP.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from selfsup.config import Config, register_method_args
+from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import byol_multiview_loss
+from selfsup.method_args import BYOLArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import StepContext, StepOutput, register_method
-from selfsup.methods.bootstrap import BootstrapArgs, BootstrapMethod
-
-
-@register_method_args("byol")
-@dataclass
-class BYOLArgs(BootstrapArgs):
-    """BYOL's hyper-parameters (defaults from the paper, section 3.3): those of the online/target pair."""
-
-    name: str = "byol"
+from selfsup.methods.bootstrap import BootstrapMethod
 
 
 @register_method("byol")

@@ -30,15 +30,15 @@ patches). Every probe, the kNN monitor and the evaluation at every tap read this
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.config import Config, register_method_args
+from selfsup.config import Config
 from selfsup.data.pretext import RPL_NEIGHBOURS, grid_patches, jigsaw_permutations, random_grayscale, standardize
 from selfsup.errors import ConfigError
+from selfsup.method_args import PatchTaskArgs, JigsawArgs, RelPatchArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
 from selfsup.metrics.accuracy import topk_accuracy
 from selfsup.models.backbones import create_backbone
@@ -71,43 +71,6 @@ class PatchAverage(nn.Module):
     def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         taps = self.backbone.forward_taps(self.patches(x))
         return OrderedDict((k, v.view(x.shape[0], 9, *v.shape[1:]).mean(1)) for k, v in taps.items())
-
-
-@dataclass
-class PatchTaskArgs:
-    name: str = ""
-    patch_size: int = 64  # reference: 64 px patches in 85 px cells of a 255 px crop
-    grayscale_p: float = 2.0 / 3.0  # per image
-    embedding_dim: int = 1000  # per-patch "logits" layer
-    head_hidden: int = 4096
-    head_dropout: float = 0.5
-
-    def validate(self) -> None:
-        for key in ("patch_size", "embedding_dim", "head_hidden"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be >= 1, got {getattr(self, key)}")
-        if not 0.0 <= self.grayscale_p <= 1.0:
-            raise ConfigError(f"method.grayscale_p must be in [0, 1], got {self.grayscale_p}")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ConfigError(f"method.head_dropout must be in [0, 1), got {self.head_dropout}")
-
-
-@register_method_args("jigsaw")
-@dataclass
-class JigsawArgs(PatchTaskArgs):
-    name: str = "jigsaw"
-    perms_per_batch: int = 8  # permutations drawn per step from the 100, shared by the batch
-
-    def validate(self) -> None:
-        super().validate()
-        if not 1 <= self.perms_per_batch <= 100:
-            raise ConfigError(f"method.perms_per_batch must be in [1, 100], got {self.perms_per_batch}")
-
-
-@register_method_args("relpatch")
-@dataclass
-class RelPatchArgs(PatchTaskArgs):
-    name: str = "relpatch"
 
 
 class PatchTask(Method):

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from selfsup.errors import ConfigError
+from selfsup.method_args import MLP_NORMS
 
 __all__ = ["MLP", "MLP_NORMS", "MLP_ACTIVATIONS", "DINOHead"]
 
-MLP_NORMS = ("batch", "layer", "none")
 MLP_ACTIVATIONS = ("relu", "gelu")
 
 
