@@ -35,19 +35,45 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
                       device: torch.device | str = "cpu") -> Tensor:
     """Candidate indices ``(B, 1 + n_e)``: column 0 is the anchor itself, then n_e distinct other batch items.
 
-    Each row draws its negatives uniformly without replacement from the B - 1 other items (a random permutation of the
-    others, truncated). The draw uses ``generator`` on the CPU, so every DDP rank that holds the same generator state
-    draws the same indices.
+    Each row draws its negatives uniformly without replacement from the B - 1 other items, in a uniformly random order
+    (the first n_e entries of a random permutation of the others). The draw uses ``generator`` on the CPU, so every
+    DDP rank that holds the same generator state draws the same indices, and a resumed run draws them again.
+
+    Two exact samplers of that distribution, by cost:
+
+    * few negatives (``8 n_e < B``, the paper's n_e = 10 at any batch): Floyd's algorithm on all rows at once
+      (:func:`_random_ordered_subset`), O(B n_e^2) work and 2 B n_e random numbers;
+    * otherwise: B x (B - 1) uniform keys, the n_e smallest per row (a random permutation, truncated).
     """
     if not 1 <= num_negatives <= batch_size - 1:
         raise ValueError(f"num_negatives must be in [1, {batch_size - 1}] for a batch of {batch_size}, "
                          f"got {num_negatives}")
-    keys = torch.rand(batch_size, batch_size - 1, generator=generator)
-    # the n_e smallest keys: the first n_e of a random permutation (same set and order as argsort, in O(B) per row)
-    others = keys.topk(num_negatives, dim=1, largest=False, sorted=True).indices
+    if 8 * num_negatives < batch_size:
+        others = _random_ordered_subset(batch_size, batch_size - 1, num_negatives, generator)
+    else:
+        keys = torch.rand(batch_size, batch_size - 1, generator=generator)
+        # the n_e smallest keys: the first n_e of a random permutation (same set and order as argsort)
+        others = keys.topk(num_negatives, dim=1, largest=False, sorted=True).indices
     anchors = torch.arange(batch_size).unsqueeze(1)
     others = others + (others >= anchors).long()  # skip the anchor's own index
     return torch.cat([anchors, others], dim=1).to(device)
+
+
+def _random_ordered_subset(rows: int, n: int, k: int, generator: Optional[torch.Generator]) -> Tensor:
+    """``(rows, k)``: for every row, k distinct values of ``range(n)`` in uniformly random order (equivalently the first
+    k entries of a uniformly random permutation).
+
+    Floyd's algorithm draws a uniform k-subset in k steps (step j in n-k..n-1: t uniform in [0, j]; keep t unless it
+    was drawn already, else keep j), all rows at once with one membership test a step; a random key per entry then
+    shuffles the order.
+    """
+    chosen = torch.empty((rows, k), dtype=torch.long)
+    for i, j in enumerate(range(n - k, n)):
+        t = torch.randint(0, j + 1, (rows,), generator=generator)
+        seen = (chosen[:, :i] == t.unsqueeze(1)).any(1)
+        chosen[:, i] = torch.where(seen, torch.full_like(t, j), t)
+    order = torch.rand(rows, k, generator=generator).argsort(dim=1)
+    return chosen.gather(1, order)
 
 
 def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta: float = 1.0,

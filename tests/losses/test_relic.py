@@ -64,6 +64,31 @@ def test_candidates_are_distinct_others_and_uniform():
     assert counts.diagonal().sum() == 0
 
 
+def test_floyd_sampler_draws_uniform_ordered_tuples():
+    """Few negatives per row (the paper's n_e = 10 at large batches) take Floyd's algorithm: every ordered k-tuple of
+    distinct values is equally likely, exactly as the first k of a random permutation."""
+    from collections import Counter
+
+    from selfsup.losses.relic import _random_ordered_subset
+
+    draws = _random_ordered_subset(60000, 5, 2, torch.Generator().manual_seed(0))
+    counts = Counter(map(tuple, draws.tolist()))
+    assert len(counts) == 20 and all(a != b for a, b in counts)  # 5 x 4 ordered pairs, never a repeat
+    expected = 60000 / 20
+    assert max(abs(c - expected) for c in counts.values()) < 5 * expected ** 0.5
+    # the large-batch path of sample_candidates: distinct others, never the anchor, inclusion probability n_e / (B-1)
+    gen = torch.Generator().manual_seed(3)
+    counts = torch.zeros(64, 64)
+    for _ in range(400):
+        cand = sample_candidates(64, 3, generator=gen)
+        assert torch.equal(cand[:, 0], torch.arange(64))
+        assert all(len(set(row)) == 4 for row in cand.tolist())
+        counts.scatter_add_(1, cand[:, 1:], torch.ones(64, 3))
+    assert counts.diagonal().sum() == 0
+    freq = counts[~torch.eye(64, dtype=torch.bool)] / 400
+    assert abs(freq.mean().item() - 3 / 63) < 1e-3 and freq.std().item() < 0.02
+
+
 def test_num_negatives_at_least_batch_uses_everyone():
     g = torch.Generator().manual_seed(2)
     online, target = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
