@@ -53,6 +53,13 @@ from selfsup.models.backbones import (Backbone, StagedBackbone, _refuse_options,
 __all__ = ["ResNetV2Backbone", "RevUnit", "RevNetBackbone", "VGGBackbone", "build_resnet50v2", "build_revnet50",
            "build_vgg19bn"]
 
+def _family_setup(cfg: ModelConfig, name: str, default_units: Tuple[int, ...], image_size: int) -> Tuple[tuple, str]:
+    """What every Revisiting family checks first: options it does not use refused, its units per stage
+    (``model.stage_units`` or ``default_units``) and its stem (``patch_task`` allowed)."""
+    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
+    return _stage_units(cfg, name, default_units), select_stem(cfg, image_size, family=name, patch_task=True)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # ResNet50 v2 (pre-activation), timm's ResNetV2
 # --------------------------------------------------------------------------------------------------------------------
@@ -70,9 +77,7 @@ def build_resnet50v2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                      device: Optional[torch.device | str] = None) -> ResNetV2Backbone:
     """ResNet50 v2 at ``model.width`` = k / 4 (see the module docstring)."""
     name = "resnet50v2"
-    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
-    units = _stage_units(cfg, name, (3, 4, 6, 3))
-    stem = select_stem(cfg, image_size, family=name, patch_task=True)
+    units, stem = _family_setup(cfg, name, (3, 4, 6, 3), image_size)
     channels = tuple(scale_width(c, cfg.width) for c in (256, 512, 1024, 2048))
     root = scale_width(64, cfg.width)
     norm_act = norm_act_layer(cfg.norm, nn.ReLU)
@@ -181,9 +186,7 @@ def build_revnet50(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                    device: Optional[torch.device | str] = None) -> RevNetBackbone:
     """RevNet50 at ``model.width`` = k / 4: root to 256w channels, stages 256w..2048w (see the module docstring)."""
     name = "revnet50"
-    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
-    units = _stage_units(cfg, name, (3, 4, 6, 3))
-    stem = select_stem(cfg, image_size, family=name, patch_task=True)
+    units, stem = _family_setup(cfg, name, (3, 4, 6, 3), image_size)
     channels = [2 * scale_width(128, cfg.width) * m for m in (1, 2, 4, 8)]  # even, doubling
     if stem == "small":
         root = nn.Sequential(OrderedDict(conv=nn.Conv2d(in_chans, channels[0], 3, padding=1, bias=False,
@@ -254,9 +257,7 @@ def build_vgg19bn(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                   device: Optional[torch.device | str] = None) -> VGGBackbone:
     """VGG19-BN at ``model.width`` = k / 4 (first block 32w channels, fc 2048w); see the module docstring."""
     name = "vgg19bn"
-    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
-    units = _stage_units(cfg, name, (2, 2, 4, 4, 4))
-    stem = select_stem(cfg, image_size, family=name, patch_task=True)
+    units, stem = _family_setup(cfg, name, (2, 2, 4, 4, 4), image_size)
     norm = norm_layer(cfg.norm)
     base = scale_width(32, cfg.width)
     widths = (base, 2 * base, 4 * base, 8 * base, 8 * base)
