@@ -156,7 +156,6 @@ def clip_per_parameter(params, max_norm: float) -> None:
     (``coef = max_norm / (norm + 1e-6)``, applied when below 1); unlike global clipping, one large gradient does not
     shrink all the others."""
     for p in params:
-        if p.grad is not None:
+        if p.grad is not None:  # min(coef, 1) as a tensor: no host sync per parameter on a GPU
             coef = max_norm / (torch.linalg.vector_norm(p.grad) + 1e-6)
-            if coef < 1:
-                p.grad.mul_(coef)
+            p.grad.mul_(coef.clamp(max=1.0))

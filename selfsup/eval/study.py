@@ -4,7 +4,8 @@ evaluated the same way, and summarised as the paper does (Table 1, Fig. 4, 5 and
 A cell is one pretraining run of the recipe ``<method>_<data>`` (e.g. ``rotation_fmnist``) with ``model.backbone``
 set to the architecture and ``model.width = k / 4`` (the paper's widening factor k; k = 4 is the standard network),
 ``model.stage_units`` set to ``stage_units`` units in every stage when given (the CPU-sized grid; otherwise each
-architecture's own depth, whatever the recipe says), and the study's overrides on top (``METHOD:key=value`` applies to that method's cells only). Then, for the cell:
+architecture's own depth, whatever the recipe says), and the study's overrides on top (``METHOD:key=value`` applies
+to that method's cells only). Then, for the cell:
 
 * **pretext accuracy** on held-out images (:func:`pretext_accuracy`: the method's own step in eval mode on the test
   split, e.g. rotation or permutation top-1, Exemplar's nearest-copy accuracy);
