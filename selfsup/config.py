@@ -47,6 +47,7 @@ class DataConfig:
     train_size: int = 10000
     test_size: int = 2000
     spurious: float = 0.0  # probability that an image's background family is the one tied to its class
+    test_spurious: Optional[float] = None  # the test split's (None: as spurious; 0 = backgrounds shuffled across classes)
     backgrounds: Optional[List[str]] = None  # background families drawn from (None: all; see selfsup.data.shapes)
     # any dataset
     limit: Optional[int] = None  # use only the first N images of each split (quick runs)
@@ -63,6 +64,8 @@ class DataConfig:
         _positive("data.train_size", self.train_size)
         _positive("data.test_size", self.test_size)
         _unit("data.spurious", self.spurious)
+        if self.test_spurious is not None:
+            _unit("data.test_spurious", self.test_spurious)
         if self.limit is not None:
             _positive("data.limit", self.limit)
         _positive("data.max_pixels", self.max_pixels)
@@ -122,6 +125,10 @@ def _relic_small() -> ViewGroupConfig:
                            solarize_p=[0.2, 0.0], maskable=False)
 
 
+MASK_SOURCES = ("dataset", "cache", "random_pixels", "random_rect", "center_rect")
+MASK_EDITS = ("none", "add_center", "remove_center", "bbox")
+
+
 @dataclass
 class ViewsConfig:
     """Multi-view sampling: L large and S small views per image, shared colour settings, and the mask hook (A3, A4)."""
@@ -140,8 +147,26 @@ class ViewsConfig:
     blur_kernel_frac: float = 0.1  # kernel side ~ 10% of the view side, rounded to odd (23 taps at 224)
     mask_p: float = 0.1  # p_m: probability that a maskable view uses the background-masked image
     mask_min_fraction: float = 0.05  # masking applies only if the mask covers at least this much of the image
+    # Where masks come from (selfsup.data.masks): dataset (its own: the built-in data's ground truth) | cache (a
+    # `selfsup saliency predict` cache, views.mask_cache) | random_pixels | random_rect | center_rect (RELICv2 Table 16,
+    # covering views.mask_area of the image, drawn afresh every step)
+    mask_source: str = "dataset"
+    mask_cache: Optional[str] = None  # mask_source=cache: the cache folder written by `selfsup saliency predict`
+    mask_area: float = 0.5  # a_p of the random/centred masks
+    # Corruption of dataset/cache masks (Table 17 and the bounding box): none | add_center | remove_center | bbox
+    mask_edit: str = "none"
+    mask_edit_fraction: float = 0.1  # m_p: the centred rectangle's area as a fraction of the mask's area
 
     def validate(self) -> None:
+        _choice("views.mask_source", self.mask_source, MASK_SOURCES)
+        _choice("views.mask_edit", self.mask_edit, MASK_EDITS)
+        if self.mask_source == "cache" and not self.mask_cache:
+            raise ConfigError("views.mask_source=cache needs views.mask_cache=DIR (written by `selfsup saliency predict`)")
+        if self.mask_edit != "none" and self.mask_source not in ("dataset", "cache"):
+            raise ConfigError(f"views.mask_edit={self.mask_edit} corrupts dataset or cache masks, not "
+                              f"views.mask_source={self.mask_source}")
+        _unit("views.mask_area", self.mask_area)
+        _unit("views.mask_edit_fraction", self.mask_edit_fraction)
         self.large.validate("large")
         self.small.validate("small")
         if self.large.count < 1:
@@ -551,6 +576,72 @@ class MonitorConfig:
         _positive("monitor.knn_test_size", self.knn_test_size)
 
 
+HANDCRAFTED_SALIENCY = ("rbd", "mr", "dsr", "mc")
+
+
+@dataclass
+class SaliencyConfig:
+    """RELICv2's unsupervised saliency pipeline (:mod:`selfsup.engine.saliency`, Appendix B.2.1 and DeepUSPS):
+    handcrafted maps -> per-method self-supervised refinement (stage 1) -> one fused network (stage 2) -> mask cache.
+
+    The defaults are the papers' (RELICv2 B.2.1 for rounds, epochs, learning rates and batch; DeepUSPS for thresholds,
+    beta^2, moving average and poly decay); the small recipes change them for their budget.
+    """
+
+    encoder: Optional[str] = None  # selfsup checkpoint or backbone file of model.*; None: random init (a baseline)
+    methods: List[str] = field(default_factory=lambda: list(HANDCRAFTED_SALIENCY))
+    fit_images: int = 2500  # a seeded random subset of the training split (RELICv2: 2500 ImageNet images)
+    image_size: Optional[int] = None  # side the networks see (None: the data's image size)
+    # first-round binarisation thresholds (DeepUSPS: RBD 0.25, DSR 0.23, MC 0.31; MR takes the 0.36 of HS, which
+    # RELICv2 replaced by MR)
+    first_thresholds: Dict[str, float] = field(
+        default_factory=lambda: {"rbd": 0.25, "mr": 0.36, "dsr": 0.23, "mc": 0.31})
+    threshold: float = 0.5  # binarisation of refined maps (rounds >= 2, fusion) and of predicted masks
+    rounds: int = 3
+    round_epochs: int = 25
+    round_lr: float = 1e-5  # Adam; doubled every round (RELICv2 B.2.1)
+    round_lr_growth: float = 2.0
+    round_beta2: float = 1.0
+    mva_momentum: float = 0.7  # MVA <- m * MVA + (1 - m) * smoothed prediction, every epoch
+    smoothing: str = "guided"  # guided (edge-aware guided filter, in place of DeepUSPS's dense CRF) | none
+    smooth_radius: int = 2
+    smooth_eps: float = 1e-2
+    fuse_epochs: int = 200
+    fuse_lr: float = 1e-5
+    fuse_beta2: float = 4.0
+    batch_size: int = 10
+    poly_power: float = 0.9  # lr * (1 - epoch / epochs) ** poly_power
+    weight_decay: float = 0.0
+    decoder_channels: int = 64
+    workers: Optional[int] = None  # processes for the handcrafted maps (None: the CPU count)
+    cache_size: Optional[int] = None  # side of the stored masks (None: the image size, at most 64)
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("saliency.methods needs at least one of " + ", ".join(HANDCRAFTED_SALIENCY))
+        for m in self.methods:
+            _choice("saliency.methods", m, HANDCRAFTED_SALIENCY)
+            if m not in self.first_thresholds:
+                raise ConfigError(f"saliency.first_thresholds has no value for method {m}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"saliency.methods lists a method twice: {list(self.methods)}")
+        for k, v in self.first_thresholds.items():
+            _choice("saliency.first_thresholds", k, HANDCRAFTED_SALIENCY)
+            _unit(f"saliency.first_thresholds.{k}", v)
+        _unit("saliency.threshold", self.threshold)
+        _unit("saliency.mva_momentum", self.mva_momentum)
+        _choice("saliency.smoothing", self.smoothing, ("guided", "none"))
+        for key in ("fit_images", "rounds", "round_epochs", "fuse_epochs", "batch_size", "decoder_channels",
+                    "round_lr", "fuse_lr", "round_lr_growth", "round_beta2", "fuse_beta2", "smooth_radius",
+                    "smooth_eps"):
+            _positive(f"saliency.{key}", getattr(self, key))
+        for key in ("image_size", "workers", "cache_size"):
+            if getattr(self, key) is not None:
+                _positive(f"saliency.{key}", getattr(self, key))
+        if self.poly_power < 0 or self.weight_decay < 0:
+            raise ConfigError("saliency.poly_power and saliency.weight_decay must be >= 0")
+
+
 @dataclass
 class Config:
     """A whole run. ``method`` holds the method's own dataclass (see :data:`METHOD_ARGS`)."""
@@ -566,12 +657,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
 
     def validate(self) -> "Config":
         _check_finite(self, "")
         if not 0 <= self.seed < 2**32:  # NumPy's and Lightning's seeding accept exactly this range
             raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
-        for part in (self.data, self.views, self.model, self.optim, self.train, self.eval, self.monitor):
+        for part in (self.data, self.views, self.model, self.optim, self.train, self.eval, self.monitor, self.saliency):
             part.validate()
         if hasattr(self.method, "validate"):
             self.method.validate()

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", "-o", default=None, help="study folder (default: runs/study_<data>)")
     st.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
+    from selfsup.cli.saliency import add_saliency_parser
+
+    add_saliency_parser(sub, _Parser, _add_common, EPILOG)
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
@@ -254,6 +257,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _eval(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "saliency":
+        from selfsup.cli.saliency import run_saliency
+
+        return run_saliency(args, parser)
     if args.command == "analyze":
         from selfsup.eval.analysis import run_analysis
 

@@ -93,7 +93,9 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
         if cfg.limit is not None:
             size = min(size, cfg.limit)
         ds: ImageDataset = ShapesDataset(num_classes=cfg.num_classes, image_size=cfg.image_size, size=size,
-                                         split=split, spurious=cfg.spurious, seed=0,
+                                         split=split, seed=0,
+                                         spurious=cfg.spurious if split == "train" or cfg.test_spurious is None
+                                         else cfg.test_spurious,
                                          stats_images=min(cfg.train_size, 2048),
                                          backgrounds=BACKGROUND_FAMILIES if cfg.backgrounds is None else cfg.backgrounds)
     elif name == "fashion_mnist":

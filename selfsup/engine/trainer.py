@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.masks import MaskProvider
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
 from selfsup.engine.ema import ema_update
@@ -216,18 +217,6 @@ def _run_and_release(fabric, *args) -> RunResult:
             torch.distributed.destroy_process_group()
 
 
-def check_mask_source(cfg: Config, dataset) -> None:
-    """Background masking (``views.mask_p`` > 0 on a maskable view group) needs masks; a dataset without any is a
-    one-line error saying how to give them, not a run that silently trains with p_m = 0."""
-    v = cfg.views
-    maskable = (v.large.maskable and v.large.count > 0) or (v.small.maskable and v.small.count > 0)
-    if v.mask_p > 0 and maskable and not getattr(dataset, "has_masks", False):
-        raise ConfigError(f"views.mask_p={v.mask_p} asks for background masking, but data.dataset={cfg.data.dataset} "
-                          "has no foreground masks: set views.mask_p=0 (no masking), or train on data that carries "
-                          "masks (the built-in shapes data; saliency masks for any dataset come with the saliency "
-                          "pipeline)")
-
-
 def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step: Optional[int],
          allow_changes: bool = False) -> RunResult:
     t = cfg.train
@@ -239,7 +228,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
 
     dataset = build_dataset(cfg.data, "train")
-    check_mask_source(cfg, dataset)
+    mask_provider = MaskProvider(cfg.views, dataset, cfg.data.dataset)  # errors here: no masks, stale cache
     steps_per_epoch = len(dataset) // t.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"the dataset has {len(dataset)} images, fewer than train.batch_size={t.batch_size}")
@@ -368,9 +357,9 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                                 f"images skipped so far out of {len(dataset)} in data.root={cfg.data.root}; "
                                 f"fix or remove them")
             images = batch["image"].to(fabric.device, non_blocking=True)
-            masks = batch["mask"].to(fabric.device, non_blocking=True) if batch.get("mask") is not None else None
-            params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))
-            params = params[rank * local_batch: rank * local_batch + images.shape[0]]
+            rows = slice(rank * local_batch, rank * local_batch + images.shape[0])  # this rank's part of the step
+            masks = mask_provider(batch, images, generator_for(cfg.seed, "masks", step), t.batch_size, rows)
+            params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))[rows]
             views = sampler(images, masks, params)
             if t.channels_last:
                 views.large = [v.contiguous(memory_format=torch.channels_last) for v in views.large]

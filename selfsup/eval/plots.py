@@ -372,3 +372,32 @@ def plot_lines(lines: Dict[str, Dict[float, float]], png: Path, xlabel: str, yla
     if lines:
         ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, png, tight=True)
+
+
+def plot_saliency_grid(images: torch.Tensor, maps: Dict[str, torch.Tensor], png: Path, title: str = "",
+                       threshold: float = 0.5, gray_level: float = 0.5) -> Path:
+    """RELICv2's Figure 4 per source: a row per image, ``image | (map | masked view) per source``. ``images`` uint8
+    ``(N, 3, H, W)``; each map ``(N, H, W)`` in [0, 1]; the masked view keeps pixels whose map is >= ``threshold`` and
+    fills the rest with ``gray_level`` (A4)."""
+    n = images.shape[0]
+    cols = 1 + 2 * len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.3 * n + (0.4 if title else 0)), squeeze=False)
+    x = images.float() / 255.0
+    for i in range(n):
+        panels = [("image", x[i].permute(1, 2, 0).numpy(), None)]
+        for name, m in maps.items():
+            mi = m[i].float().clamp(0, 1)
+            fg = (mi >= threshold).float()
+            masked = x[i] * fg + gray_level * (1 - fg)
+            panels += [(name, mi.numpy(), "gray"), (f"{name} masked", masked.permute(1, 2, 0).numpy(), None)]
+        for j, (label, img, cmap) in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, png)

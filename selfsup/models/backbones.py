@@ -249,6 +249,29 @@ class Backbone(nn.Module):
         ``(B, num_features)`` (equal to ``forward(x)``). Families without intermediate taps give ``pre_logits`` only."""
         return OrderedDict(pre_logits=self(x))
 
+    def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Feature maps ``(B, C, h, w)`` from the input side to the output, the last one of each resolution (a dense
+        decoder's inputs, e.g. the saliency network's). A ``Sequential`` body gives every layer's output; families with
+        taps give their 4-D taps; others (ViTs: the patch-token grid) their last feature map only."""
+        if isinstance(self.body, nn.Sequential) and type(self).forward_features is Backbone.forward_features:
+            maps = []
+            for layer in self.body:
+                x = layer(x)
+                maps.append(x)
+        elif len(self.tap_names) > 1:
+            maps = [t for t in self.forward_taps(x).values() if t.dim() == 4]
+        else:
+            maps = []
+        if not maps:
+            maps = [self.forward_features(x)]
+        out: List[torch.Tensor] = []
+        for m in maps:
+            if out and out[-1].shape[-2:] == m.shape[-2:]:
+                out[-1] = m
+            else:
+                out.append(m)
+        return out
+
     def extra_repr(self) -> str:
         return f"name={self.name}, num_features={self.num_features}, stem={self.stem}, norm={self.norm}"
 
@@ -614,6 +637,9 @@ class ViTBackbone(Backbone):
         tokens = self.body.forward_features(x)[:, self.body.num_prefix_tokens:]
         h, w = x.shape[-2] // self.reduction, x.shape[-1] // self.reduction
         return tokens.transpose(1, 2).reshape(x.shape[0], self.num_features, h, w)
+
+    def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [self.forward_features(x)]  # one resolution: the patch-token grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_size(x)

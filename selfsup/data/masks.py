@@ -1,0 +1,250 @@
+"""Foreground masks for RELICv2's background masking (method-details A4): where they come from and how they are stored.
+
+**Sources** (``views.mask_source``; :class:`MaskProvider` gives the masks of a batch):
+
+* ``dataset``: the dataset's own masks (the built-in data's ground truth);
+* ``cache``: a saliency mask cache written by ``selfsup saliency predict`` (:class:`MaskCache`), read by the batch's
+  dataset indices, so it works for every dataset selfsup reads;
+* the random ablations of RELICv2 Table 16, drawn afresh for every step from a seeded generator, each covering
+  ``views.mask_area`` (a_p) of the image: ``random_pixels`` (each pixel foreground with probability a_p),
+  ``random_rect`` (a rectangle of area a_p, aspect log-uniform in [3/4, 4/3], uniformly placed inside the image) and
+  ``center_rect`` (the same rectangle, centred).
+
+**Corruptions** (``views.mask_edit``; Table 17 and the bounding-box ablation) of dataset or cache masks: ``add_center``
+and ``remove_center`` add or cut a centred square whose area is ``views.mask_edit_fraction`` (m_p) of the mask's own area;
+``bbox`` replaces the mask by its bounding box (pixels >= 0.5).
+
+**Cache.** ``<dir>/<split>.npy`` holds uint8 masks ``(N, s, s)`` (255 = foreground) as a NumPy file opened memory-mapped,
+so pretraining reads only the rows of its batch; ``<dir>/<split>.json`` holds the dataset's fingerprint
+(:func:`dataset_fingerprint`: dataset kind, split, size, image side, a hash of its labels and of 16 evenly spaced
+images). Opening a cache against a dataset whose fingerprint differs is an error, never silently wrong masks. Masks are
+stored at ``s`` (at most the image side) and resized bilinearly to the image side on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfsup.errors import ConfigError, DataError
+
+__all__ = ["random_masks", "edit_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
+
+_FINGERPRINT_IMAGES = 16
+
+
+def _rect_masks(n: int, size: int, area: float, centred: bool, g: torch.Generator) -> Tensor:
+    log_r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)
+    ratio = torch.exp(log_r)
+    w = torch.sqrt(area * ratio).clamp(max=1.0) * size
+    h = torch.sqrt(area / ratio).clamp(max=1.0) * size
+    if centred:
+        x0, y0 = (size - w) / 2, (size - h) / 2
+    else:
+        x0 = torch.rand(n, generator=g) * (size - w)
+        y0 = torch.rand(n, generator=g) * (size - h)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    inside_x = (coords[None] >= x0[:, None]) & (coords[None] < (x0 + w)[:, None])
+    inside_y = (coords[None] >= y0[:, None]) & (coords[None] < (y0 + h)[:, None])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1)
+
+
+def random_masks(kind: str, n: int, size: int, area: float, generator: torch.Generator) -> Tensor:
+    """``n`` masks ``uint8 (n, 1, size, size)`` (0 or 255) of the Table-16 ablation ``kind`` covering ``area``."""
+    if kind == "random_pixels":
+        m = torch.rand(n, 1, size, size, generator=generator) < area
+    elif kind in ("random_rect", "center_rect"):
+        m = _rect_masks(n, size, area, kind == "center_rect", generator)
+    else:
+        raise ValueError(f"unknown random mask kind {kind!r}")
+    return m.to(torch.uint8) * 255
+
+
+def edit_masks(masks: Tensor, kind: str, fraction: float) -> Tensor:
+    """Table 17's corruptions and the bounding box, on uint8 masks ``(B, 1, H, W)``; returns uint8."""
+    if kind == "none":
+        return masks
+    fg = masks >= 128
+    b, _, h, w = masks.shape
+    if kind == "bbox":
+        rows = fg.any(dim=3).squeeze(1)  # (B, H)
+        cols = fg.any(dim=2).squeeze(1)  # (B, W)
+        r = torch.arange(h, device=masks.device)
+        c = torch.arange(w, device=masks.device)
+        big = torch.iinfo(torch.int64).max
+        r0 = torch.where(rows, r, big).min(1).values
+        r1 = torch.where(rows, r, -1).max(1).values
+        c0 = torch.where(cols, c, big).min(1).values
+        c1 = torch.where(cols, c, -1).max(1).values
+        in_r = (r[None] >= r0[:, None]) & (r[None] <= r1[:, None])
+        in_c = (c[None] >= c0[:, None]) & (c[None] <= c1[:, None])
+        return ((in_r[:, :, None] & in_c[:, None, :]).unsqueeze(1)).to(torch.uint8) * 255
+    if kind not in ("add_center", "remove_center"):
+        raise ValueError(f"unknown mask edit {kind!r}")
+    side = torch.sqrt(fg.flatten(1).sum(1).float() * fraction)  # (B,) the square's side in pixels
+    y = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5 - h / 2
+    x = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5 - w / 2
+    square = ((y.abs()[None, :, None] < side[:, None, None] / 2) & (x.abs()[None, None, :] < side[:, None, None] / 2))
+    square = square.unsqueeze(1)
+    out = masks.clone()
+    if kind == "add_center":
+        out[square] = 255
+    else:
+        out[square] = 0
+    return out
+
+
+def _hash_tensor(h: "hashlib._Hash", t: Tensor) -> None:
+    h.update(str(tuple(t.shape)).encode())
+    h.update(t.contiguous().numpy().tobytes())
+
+
+def dataset_fingerprint(dataset: Any, kind: str, split: str) -> Dict[str, Any]:
+    """What identifies a dataset's images for a mask cache: kind, split, size, side, and a SHA-256 of the labels and of
+    16 evenly spaced images (decoded as the dataset returns them)."""
+    n = len(dataset)
+    h = hashlib.sha256()
+    _hash_tensor(h, dataset.labels.cpu())
+    for i in sorted(set(np.linspace(0, n - 1, min(n, _FINGERPRINT_IMAGES)).round().astype(int).tolist())) if n else []:
+        item = dataset[i]
+        if item is not None:
+            _hash_tensor(h, item["image"].cpu())
+    return {"dataset": kind, "split": split, "size": n, "image_size": int(dataset.image_size), "sha256": h.hexdigest()}
+
+
+class MaskCache:
+    """A memory-mapped uint8 mask array ``(N, s, s)`` for one split of one dataset (see the module docstring)."""
+
+    def __init__(self, masks: np.ndarray, fingerprint: Dict[str, Any], path: Path):
+        self.masks = masks
+        self.fingerprint = fingerprint
+        self.path = path
+
+    @staticmethod
+    def paths(directory: os.PathLike, split: str):
+        d = Path(directory)
+        return d / f"{split}.npy", d / f"{split}.json"
+
+    @classmethod
+    def create(cls, directory: os.PathLike, split: str, fingerprint: Dict[str, Any],
+               mask_size: int) -> Tuple[np.ndarray, Callable[[], "MaskCache"]]:
+        """A writable memory-mapped ``(N, mask_size, mask_size)`` uint8 array in a temporary file, and ``finish()``,
+        which flushes it and moves it and the fingerprint into place (each atomically): a killed write leaves no cache
+        that could be mistaken for a finished one."""
+        npy, meta = cls.paths(directory, split)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (npy, meta):  # the old cache (if any) is invalid from here on
+            stale.unlink(missing_ok=True)
+        tmp = npy.with_name(npy.name + ".tmp")
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(int(fingerprint["size"]), mask_size, mask_size))
+
+        def finish() -> "MaskCache":
+            arr.flush()
+            os.replace(tmp, npy)
+            record = dict(fingerprint, mask_size=int(mask_size))
+            tmp_meta = meta.with_name(meta.name + ".tmp")
+            tmp_meta.write_text(json.dumps(record, indent=2) + "\n")
+            os.replace(tmp_meta, meta)
+            return cls(np.load(npy, mmap_mode="r"), record, npy)
+
+        return arr, finish
+
+    @classmethod
+    def write(cls, directory: os.PathLike, split: str, masks: np.ndarray, fingerprint: Dict[str, Any]) -> "MaskCache":
+        """Write ``masks`` (uint8 ``(N, s, s)``) and the fingerprint (see :meth:`create`)."""
+        masks = np.asarray(masks)
+        if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
+            raise ValueError(f"cache masks must be uint8 (N, s, s), got {masks.dtype} {masks.shape}")
+        if masks.shape[0] != fingerprint["size"]:
+            raise ValueError(f"{masks.shape[0]} masks for a dataset of {fingerprint['size']} images")
+        arr, finish = cls.create(directory, split, fingerprint, masks.shape[1])
+        arr[:] = masks
+        return finish()
+
+    @classmethod
+    def open(cls, directory: os.PathLike, split: str, expect: Optional[Dict[str, Any]] = None) -> "MaskCache":
+        """Open ``<directory>/<split>``; with ``expect`` (a :func:`dataset_fingerprint`) a mismatch is a DataError."""
+        npy, meta = cls.paths(directory, split)
+        if not npy.is_file() or not meta.is_file():
+            raise DataError(f"no mask cache for split '{split}' in {directory} (expected {npy.name} and {meta.name}; "
+                            "write it with `selfsup saliency predict`)")
+        try:
+            record = json.loads(meta.read_text())
+            masks = np.load(npy, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"unreadable mask cache {npy}: {str(exc).splitlines()[0][:200]}") from None
+        if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[0] != record.get("size"):
+            raise DataError(f"mask cache {npy} holds {masks.dtype} {masks.shape}, not uint8 masks for "
+                            f"{record.get('size')} images")
+        if expect is not None:
+            diff = [k for k in ("dataset", "split", "size", "image_size", "sha256") if record.get(k) != expect.get(k)]
+            if diff:
+                detail = ", ".join(f"{k}: cache {record.get(k)!r} vs data {expect.get(k)!r}" for k in diff if k != "sha256")
+                raise DataError(f"stale mask cache {npy}: it was made for other images ({detail or 'image content differs'}); "
+                                "rerun `selfsup saliency predict` on this data")
+        return cls(masks, record, npy)
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    def get(self, index: Tensor, size: int, device: torch.device) -> Tensor:
+        """The masks of dataset indices ``index`` as uint8 ``(B, 1, size, size)`` on ``device``."""
+        idx = index.cpu().numpy()
+        m = torch.from_numpy(np.ascontiguousarray(self.masks[idx])).unsqueeze(1).to(device, non_blocking=True)
+        if m.shape[-1] != size:
+            m = F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
+            m = m.round_().clamp_(0, 255).to(torch.uint8)
+        return m
+
+
+class MaskProvider:
+    """The masks a training step uses (``views.mask_source`` and ``views.mask_edit``; see the module docstring).
+
+    ``provider(batch, images, generator, global_batch, rows)`` returns uint8 ``(B, 1, S, S)`` on the images' device, or
+    None when no maskable view can be masked (``views.mask_p`` = 0 or no maskable view group), which costs nothing.
+    Random masks are drawn for the whole ``global_batch`` of the step and ``rows`` (this process's slice) kept, so a
+    DDP run draws the same masks as one process.
+    """
+
+    def __init__(self, views_cfg: Any, dataset: Any, data_kind: str, split: str = "train"):
+        v = views_cfg
+        self.cfg = v
+        maskable = (v.large.maskable and v.large.count > 0) or (v.small.maskable and v.small.count > 0)
+        self.active = v.mask_p > 0 and maskable
+        self.cache: Optional[MaskCache] = None
+        if not self.active:
+            return
+        if v.mask_source == "dataset" and not getattr(dataset, "has_masks", False):
+            raise ConfigError(f"views.mask_p={v.mask_p} asks for background masking, but data.dataset={data_kind} "
+                              "has no foreground masks: set views.mask_p=0 (no masking), compute saliency masks "
+                              "(`selfsup saliency fit`, then `selfsup saliency predict`) and set "
+                              "views.mask_source=cache views.mask_cache=DIR, or use a random ablation "
+                              "(views.mask_source=random_rect)")
+        if v.mask_source == "cache":
+            self.cache = MaskCache.open(v.mask_cache, split, dataset_fingerprint(dataset, data_kind, split))
+
+    def __call__(self, batch: Dict[str, Any], images: Tensor, generator: torch.Generator,
+                 global_batch: Optional[int] = None, rows: Optional[slice] = None) -> Optional[Tensor]:
+        if not self.active:
+            return None
+        v = self.cfg
+        b, size = images.shape[0], images.shape[-1]
+        if v.mask_source == "dataset":
+            masks = batch["mask"].to(images.device, non_blocking=True)
+        elif v.mask_source == "cache":
+            assert self.cache is not None
+            masks = self.cache.get(batch["index"], size, images.device)
+        else:
+            drawn = random_masks(v.mask_source, global_batch or b, size, v.mask_area, generator)
+            return drawn[rows if rows is not None else slice(0, b)].to(images.device)
+        return edit_masks(masks, v.mask_edit, v.mask_edit_fraction)
