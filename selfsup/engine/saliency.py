@@ -167,7 +167,7 @@ def train_saliency_net(cfg: Config, images: Tensor, targets: Sequence[Tensor], t
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
             if preds is not None:
                 pd = p.detach().float().cpu()
                 preds[idx] = torch.where(flip, pd.flip(-1), pd)
