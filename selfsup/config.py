@@ -160,8 +160,6 @@ class ViewsConfig:
     def validate(self) -> None:
         _choice("views.mask_source", self.mask_source, MASK_SOURCES)
         _choice("views.mask_edit", self.mask_edit, MASK_EDITS)
-        if self.mask_source == "cache" and not self.mask_cache:
-            raise ConfigError("views.mask_source=cache needs views.mask_cache=DIR (written by `selfsup saliency predict`)")
         if self.mask_edit != "none" and self.mask_source not in ("dataset", "cache"):
             raise ConfigError(f"views.mask_edit={self.mask_edit} corrupts dataset or cache masks, not "
                               f"views.mask_source={self.mask_source}")

@@ -60,7 +60,7 @@ def test_paper_recipe_matches_relicv2():
     assert cfg.train.batch_size == 4096 and cfg.train.epochs == 1000 and cfg.optim.name == "lars"
     assert cfg.method.num_negatives == 10 and cfg.method.temperature == 0.2 and cfg.method.beta == 1.0
     assert cfg.views.large.scale_min == [0.14, 0.08] and cfg.views.small.scale_max == 0.14
-    assert cfg.views.mask_p == 0.1
+    assert cfg.views.mask_p == 0.1 and cfg.views.mask_source == "cache"  # the saliency masks (App. B.2)
 
 
 def test_overrides_apply_and_interpolate(tmp_path):

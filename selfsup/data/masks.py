@@ -231,6 +231,9 @@ class MaskProvider:
                               "views.mask_source=cache views.mask_cache=DIR, or use a random ablation "
                               "(views.mask_source=random_rect)")
         if v.mask_source == "cache":
+            if not v.mask_cache:
+                raise ConfigError(f"views.mask_p={v.mask_p} with views.mask_source=cache needs views.mask_cache=DIR, "
+                                  "a cache written by `selfsup saliency predict` (or views.mask_p=0: no masking)")
             self.cache = MaskCache.open(v.mask_cache, split, dataset_fingerprint(dataset, data_kind, split))
 
     def __call__(self, batch: Dict[str, Any], images: Tensor, generator: torch.Generator,

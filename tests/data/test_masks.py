@@ -110,8 +110,15 @@ def test_provider_needs_masks_and_draws_the_global_batch_once():
     assert int((boxed[0] > 0).sum()) == int((edit_masks(batch["mask"][:1], "bbox", 0) > 0).sum())
 
 
+def test_a_cache_source_without_a_cache_is_refused_only_when_masking(tmp_path):
+    cfg = load_config("relicv2_shapes", ["views.mask_source=cache"])
+    with pytest.raises(ConfigError, match="needs views.mask_cache=DIR"):
+        MaskProvider(cfg.views, _dataset(masks=True), "shapes")
+    off = load_config("relicv2_shapes", ["views.mask_source=cache", "views.mask_p=0"])
+    assert MaskProvider(off.views, _dataset(), "shapes").cache is None
+
+
 @pytest.mark.parametrize("bad, match", [
-    ("views.mask_source=cache", "needs views.mask_cache"),
     ("views.mask_source=saliency", "views.mask_source must be one of"),
     ("views.mask_area=1.5", "views.mask_area must be in"),
 ])
