@@ -240,18 +240,22 @@ def mc(image: np.ndarray, n_segments: int = 250, compactness: float = 10.0, sigm
     return normalise(g.to_pixels(absorbed_time))
 
 
-def _lasso_fista(x: np.ndarray, d: np.ndarray, lam: float, iters: int = 200) -> np.ndarray:
-    """``argmin_a ||x_i - D a_i||^2 + lam ||a_i||_1`` for every row ``x_i`` of ``x (n, f)``, ``D (f, m)``; ``(n, m)``."""
+def _lasso_fista(x: np.ndarray, d: np.ndarray, lam: float, iters: int = 300, tol: float = 1e-7) -> np.ndarray:
+    """``argmin_a ||x_i - D a_i||^2 + lam ||a_i||_1`` for every row ``x_i`` of ``x (n, f)``, ``D (f, m)``; ``(n, m)``.
+    FISTA for all rows at once, stopped when no code moves by more than ``tol`` (or after ``iters`` steps)."""
     lipschitz = 2.0 * np.linalg.norm(d, 2) ** 2 + 1e-12
+    gram, xd = d.T @ d, x @ d
     a = np.zeros((x.shape[0], d.shape[1]))
     y, t = a, 1.0
     for _ in range(iters):
-        grad = 2.0 * (y @ d.T - x) @ d
-        z = y - grad / lipschitz
+        z = y - 2.0 * (y @ gram - xd) / lipschitz
         a_next = np.sign(z) * np.maximum(np.abs(z) - lam / lipschitz, 0.0)
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
         y = a_next + ((t - 1.0) / t_next) * (a_next - a)
+        done = np.abs(a_next - a).max() < tol
         a, t = a_next, t_next
+        if done:
+            break
     return a
 
 
@@ -267,21 +271,28 @@ def _kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray
     c = np.stack(centres)
     labels = np.zeros(len(x), int)
     for _ in range(iters):
-        labels = cdist(x, c, "sqeuclidean").argmin(1)
-        for j in range(k):
-            members = labels == j
-            if members.any():
-                c[j] = x[members].mean(0)
+        new = cdist(x, c, "sqeuclidean").argmin(1)
+        count = np.bincount(new, minlength=k)
+        sums = np.stack([np.bincount(new, x[:, f], minlength=k) for f in range(x.shape[1])], 1)
+        c = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], c)
+        if (new == labels).all():
+            break
+        labels = new
     return labels
 
 
-def _propagate(errors: np.ndarray, feats: np.ndarray, clusters: int, tau: float) -> np.ndarray:
-    """DSR's context-based propagation of per-segment errors within K-means clusters."""
+def _context_weights(feats: np.ndarray, clusters: int) -> np.ndarray:
+    """DSR's propagation weights: Gaussian feature affinities within K-means clusters, self excluded."""
     labels = _kmeans(feats, clusters)
     sigma2 = float(feats.var(0).sum()) + 1e-12
     w = np.exp(-cdist(feats, feats, "sqeuclidean") / (2 * sigma2))
     w *= labels[:, None] == labels[None, :]
     np.fill_diagonal(w, 0.0)
+    return w
+
+
+def _propagate(errors: np.ndarray, w: np.ndarray, tau: float) -> np.ndarray:
+    """DSR's context-based propagation of per-segment errors with :func:`_context_weights`."""
     total = w.sum(1)
     neighbours = np.divide(w @ errors, total, out=errors.copy(), where=total > 0)
     return np.where(total > 0, tau * neighbours + (1 - tau) * errors, errors)
@@ -326,8 +337,9 @@ def dsr(image: np.ndarray, scales: Sequence[int] = (50, 100, 150, 200, 250, 300,
         sparse = ((feats - codes @ templates) ** 2).sum(1)
         omega = 1.0 / (np.linalg.norm(pixel_feats - feats[g.labels], axis=-1) + 1e-6)
         weight += omega
+        context = _context_weights(feats, clusters)
         for name, err in (("dense", dense), ("sparse", sparse)):
-            sums[name] += omega * _propagate(err, feats, clusters, tau)[g.labels]
+            sums[name] += omega * _propagate(err, context, tau)[g.labels]
     maps = []
     for name in ("dense", "sparse"):
         e = normalise(sums[name] / weight).astype(np.float64)
