@@ -67,7 +67,7 @@ def main() -> None:
             backbone = load_backbone(cfg, str(run_dir) if run_dir else None)
             r = probes(cfg, backbone, probe_data(cfg))
             key = "in_dist" if test_sp == 1.0 else "shifted"
-            row[f"{key}_linear"], row[f"{key}_knn"] = 100 * r["linear_top1"], 100 * r["knn20_top1"]
+            row[f"{key}_linear"], row[f"{key}_knn"] = r["linear_top1"], r["knn20_top1"]  # already in %
         results.setdefault("arms", {})[name] = row
         save()
         print(name, {k: round(v, 2) for k, v in row.items()}, flush=True)

@@ -167,12 +167,13 @@ def train_saliency_net(cfg: Config, images: Tensor, targets: Sequence[Tensor], t
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
+            value = float(loss.detach())
+            total += value
             if preds is not None:
                 pd = p.detach().float().cpu()
                 preds[idx] = torch.where(flip, pd.flip(-1), pd)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
         losses.append(total / len(batches))
         if mva is not None and preds is not None:
             smooth = (guided_filter(preds, gray, s.smooth_radius, s.smooth_eps).clamp_(0, 1)
