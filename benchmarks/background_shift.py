@@ -11,6 +11,9 @@ the shift). Arms, same steps each (same seed):
 * ``ground truth``: p_m = 0.1 with the data's true foreground masks (the upper bound on mask quality);
 * the random-init backbone.
 
+A third probe is trained and tested on shuffled backgrounds (``shape``): what the representation holds about shape
+when the probe cannot lean on the background.
+
     .venv/bin/python benchmarks/background_shift.py --steps 600 --out /tmp/bgshift train.threads=2
 
 Also records the saliency scores (handcrafted maps, refined labels and the fused network against ground truth).
@@ -44,6 +47,8 @@ def main() -> None:
     ap.add_argument("--saliency-recipe", default="saliency_shapes")
     ap.add_argument("--arms", default="p0,saliency,gt,random", help="comma-separated subset of p0,saliency,gt,random")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-bgshift"))
+    ap.add_argument("--reprobe", action="store_true", help="probe arms already in results.json again")
+    ap.add_argument("--saliency-overrides", nargs="*", default=[], help="key=value for the saliency fit only")
     ap.add_argument("overrides", nargs="*", help="key=value for every run (e.g. train.threads=2)")
     args = ap.parse_intermixed_args()
     arms = args.arms.split(",")
@@ -61,12 +66,15 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2) + "\n")
 
     def probe(name: str, run_dir) -> None:
+        if name in results.get("arms", {}) and not args.reprobe:
+            return
         row = {}
-        for test_sp in (1.0, 0.0):
-            cfg = load_config(args.recipe, [*common, f"data.test_spurious={test_sp}"])
+        # (probe-training backgrounds, test backgrounds): the pretraining's correlation, then shuffled at test time,
+        # then shuffled for both (what the representation knows about shape when the probe cannot use background)
+        for key, train_sp, test_sp in (("in_dist", 1.0, 1.0), ("shifted", 1.0, 0.0), ("shape", 0.0, 0.0)):
+            cfg = load_config(args.recipe, [*common, f"data.spurious={train_sp}", f"data.test_spurious={test_sp}"])
             backbone = load_backbone(cfg, str(run_dir) if run_dir else None)
             r = probes(cfg, backbone, probe_data(cfg))
-            key = "in_dist" if test_sp == 1.0 else "shifted"
             row[f"{key}_linear"], row[f"{key}_knn"] = r["linear_top1"], r["knn20_top1"]  # already in %
         results.setdefault("arms", {})[name] = row
         save()
@@ -86,26 +94,29 @@ def main() -> None:
         probe("p_m=0", p0)
     if "saliency" in arms:
         sal = out / "saliency"
-        cfg = load_config(args.saliency_recipe, [*common, f"saliency.encoder={p0}", f"out={sal}"])
-        results["saliency"] = fit_saliency(cfg, progress=False)
         cache = out / "masks"
-        results["cache"] = predict_cache(load_config(args.recipe, common), sal, cache, "train", progress=False)
-        save()
+        if not (cache / "train.npy").is_file():
+            cfg = load_config(args.saliency_recipe, [*common, f"saliency.encoder={p0}", f"out={sal}",
+                                                     *args.saliency_overrides])
+            results["saliency"] = fit_saliency(cfg, progress=False)
+            results["cache"] = predict_cache(load_config(args.recipe, common), sal, cache, "train", progress=False)
+            save()
         probe(f"p_m={args.mask_p} saliency masks",
-              train("saliency_masks", [f"views.mask_p={args.mask_p}", "views.mask_source=cache",
-                                       f"views.mask_cache={cache}"]))
+              train(f"saliency_masks_p{args.mask_p}", [f"views.mask_p={args.mask_p}", "views.mask_source=cache",
+                                                       f"views.mask_cache={cache}"]))
     if "gt" in arms:
         probe(f"p_m={args.mask_p} ground-truth masks",
-              train("gt_masks", [f"views.mask_p={args.mask_p}", "views.mask_source=dataset"]))
+              train(f"gt_masks_p{args.mask_p}", [f"views.mask_p={args.mask_p}", "views.mask_source=dataset"]))
     if "random" in arms:
         probe("random init", None)
 
     print(f"\n{results['command']}   # {results['date']}, {results['machine']}\n")
-    print("| arm | linear, same backgrounds | linear, shuffled backgrounds | kNN same | kNN shuffled |")
-    print("|---|---:|---:|---:|---:|")
+    print("| arm | linear, same backgrounds | linear, shuffled backgrounds | linear, shape only | kNN same | "
+          "kNN shuffled | kNN shape only |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.get("arms", {}).items():
-        print(f"| {name} | {r['in_dist_linear']:.2f} | {r['shifted_linear']:.2f} | {r['in_dist_knn']:.2f} | "
-              f"{r['shifted_knn']:.2f} |")
+        print(f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.2f}" for k in (
+            "in_dist_linear", "shifted_linear", "shape_linear", "in_dist_knn", "shifted_knn", "shape_knn")) + " |")
 
 
 if __name__ == "__main__":

@@ -573,11 +573,18 @@ def _views_inspect(args: argparse.Namespace) -> int:
     batch = collate([ds[i] for i in range(rows)])
     sampler = MultiViewSampler(cfg.views, ds.mean, ds.std)
     size = tuple(batch["image"].shape[-2:])
-    views = sampler(batch["image"], batch["mask"], sampler.sample_params(rows, torch.Generator().manual_seed(cfg.seed),
-                                                                          source_size=size))
+    try:  # the masks pretraining would use (views.mask_source: ground truth, a saliency cache, a random ablation)
+        from selfsup.data.masks import MaskProvider
+
+        masks = MaskProvider(cfg.views, ds, cfg.data.dataset)(batch, batch["image"],
+                                                              torch.Generator().manual_seed(cfg.seed))
+    except (ConfigError, DataError):
+        masks = batch["mask"]
+    views = sampler(batch["image"], masks, sampler.sample_params(rows, torch.Generator().manual_seed(cfg.seed),
+                                                                  source_size=size))
     out = Path(args.out or f"views-{cfg.name}.png")
     ratio = f", mean(PS_g/PS_l)={stats.ps_ratio_mean:.2f}" if stats.ps_ratio_mean is not None else ""
-    plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=batch["mask"],
+    plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=masks,
                    title=f"{cfg.name}: {cfg.views.large.count}x{cfg.views.large.size} + "
                          f"{cfg.views.small.count}x{cfg.views.small.size}{ratio}")
     print(f"views of {source}: {out}")
