@@ -137,3 +137,10 @@ def test_masking_without_a_mask_source_is_one_line(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and "views.mask_p=0" in msg and "no foreground masks" in msg
     assert not (tmp_path / "run" / "last.ckpt").exists()
+    # a random ablation source (RELICv2 Table 16) needs no masks in the data, and the masks change the views
+    ablation = load_config(None, [*TINY, "data.dataset=folder", f"data.root={root}", "views.mask_p=1.0",
+                                  "views.mask_source=center_rect", "views.mask_area=0.3", "train.steps=2",
+                                  f"out={tmp_path / 'ablation'}", "train.batch_size=4", "monitor.knn_every_steps=0"])
+    plain = load_config(None, [*TINY, "data.dataset=folder", f"data.root={root}", "views.mask_p=0", "train.steps=2",
+                               f"out={tmp_path / 'plain'}", "train.batch_size=4", "monitor.knn_every_steps=0"])
+    assert pretrain(ablation).losses[0] != pretrain(plain).losses[0]
