@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 # train.devices / train.num_nodes > 1 start more processes: Lightning's launcher re-executes the calling program (here
 # pytest itself, which then forks again until memory runs out), so they are tested from the CLI in test_ddp and in
 # test_bad_config.test_devices_this_machine_lacks_are_one_line.
-SKIP = ("eval.", "out", "name", "train.progress", "train.compile", "train.devices", "train.num_nodes")
+# saliency.* is read by `selfsup saliency`, never by pretraining (tests/engine/test_saliency_fit.py, tests/cli/).
+SKIP = ("eval.", "saliency.", "out", "name", "train.progress", "train.compile", "train.devices", "train.num_nodes")
 # Small heads for every method, so a step costs a fraction of a second; a field under test overrides its entry.
 SMALL = {"projector_hidden": 32, "projector_dim": 16, "predictor_hidden": 32, "out_dim": 64, "hidden_dim": 32,
          "bottleneck_dim": 16, "num_prototypes": 16, "queue_size": 64, "queue_length": 32, "num_negatives": 4,
