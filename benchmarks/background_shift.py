@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--arms", default="p0,saliency,gt,random", help="comma-separated subset of p0,saliency,gt,random")
     ap.add_argument("--out", type=Path, default=Path("/tmp/selfsup-bgshift"))
     ap.add_argument("--reprobe", action="store_true", help="probe arms already in results.json again")
+    ap.add_argument("--results", default="results.json", help="file name under --out (two jobs at once: two files)")
     ap.add_argument("--saliency-overrides", nargs="*", default=[], help="key=value for the saliency fit only")
     ap.add_argument("overrides", nargs="*", help="key=value for every run (e.g. train.threads=2)")
     args = ap.parse_intermixed_args()
@@ -56,7 +57,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = ["data.spurious=1.0", f"train.steps={args.steps}", "train.max_time_s=null", "train.progress=false",
               *args.overrides]
-    results_path = out / "results.json"
+    results_path = out / args.results
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["command"] = " ".join(sys.argv)
     results["date"] = time.strftime("%Y-%m-%d %H:%M")

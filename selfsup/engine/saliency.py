@@ -215,9 +215,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _fit_signature(cfg: Config) -> str:
-    """What a fit folder's files depend on: the data, the model, the saliency settings and the seed."""
+    """What a fit folder's files depend on: the data, the model, the saliency settings and the seed (not the number of
+    worker processes, which changes no result)."""
     d = to_dict(cfg)
-    return json.dumps({k: d[k] for k in ("data", "model", "saliency", "seed")}, sort_keys=True, indent=1)
+    sig = {k: d[k] for k in ("data", "model", "saliency", "seed")}
+    sig["data"].pop("workers", None)
+    sig["saliency"].pop("workers", None)
+    return json.dumps(sig, sort_keys=True, indent=1)
 
 
 def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], None] = print) -> Dict:
