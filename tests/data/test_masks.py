@@ -127,3 +127,25 @@ def test_bad_mask_options_are_one_line(bad, match):
         load_config("relicv2_shapes", [bad])
     with pytest.raises(ConfigError, match="corrupts dataset or cache masks"):
         load_config("relicv2_shapes", ["views.mask_source=random_rect", "views.mask_edit=bbox"])
+
+
+def test_a_folder_dataset_gets_a_cache_that_a_changed_folder_refuses(tmp_path):
+    from PIL import Image
+
+    from selfsup.data.datasets import build_dataset
+
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 14), (40 * i, 90 if c == "a" else 10, 10)).save(root / c / f"{i}.png")
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={root}", "data.image_size=16"])
+    ds = build_dataset(cfg.data, "train")
+    fp = dataset_fingerprint(ds, "folder", "train")
+    MaskCache.write(tmp_path / "cache", "train", np.full((len(ds), 8, 8), 255, np.uint8), fp)
+    assert MaskCache.open(tmp_path / "cache", "train", fp).get(torch.arange(2), 16, torch.device("cpu")).shape == \
+        (2, 1, 16, 16)
+    Image.new("RGB", (20, 14), (200, 200, 200)).save(root / "b" / "0.png")  # one image replaced
+    changed = dataset_fingerprint(build_dataset(cfg.data, "train"), "folder", "train")
+    with pytest.raises(DataError, match="stale mask cache"):
+        MaskCache.open(tmp_path / "cache", "train", changed)
