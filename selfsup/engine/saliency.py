@@ -239,6 +239,9 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
     sig_file.write_text(signature)
     (out / "config.yaml").write_text(to_yaml(cfg))
 
+    if not s.encoder:
+        log_fn("saliency: saliency.encoder is not set, so the encoder starts from random init; RELICv2 uses a "
+               "self-supervised one (saliency.encoder=RUN of `selfsup pretrain`)")
     train = build_dataset(cfg.data, "train")
     size = s.image_size or train.image_size
     idx = fit_subset(len(train), s.fit_images, cfg.seed)
