@@ -26,6 +26,7 @@ ground-truth masks, the scores of every stage; the ground truth never enters the
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.augment import normalize
 from selfsup.data.datasets import build_dataset
 from selfsup.data.saliency import saliency_maps
-from selfsup.engine.checkpoint import atomic_save_safetensors, load_backbone_state
+from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_state
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.losses.fbeta import fbeta_loss
 from selfsup.metrics.saliency import saliency_scores
@@ -205,13 +206,9 @@ def _to_u8(maps: Tensor) -> np.ndarray:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".npy.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _fit_signature(cfg: Config) -> str:
