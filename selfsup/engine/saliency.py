@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.augment import normalize
-from selfsup.data.datasets import build_dataset
+from selfsup.data.datasets import build_dataset, resize_images
 from selfsup.data.saliency import saliency_maps
 from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_state
 from selfsup.errors import CheckpointError, ConfigError
@@ -90,10 +90,7 @@ def dataset_images(dataset, indices: Sequence[int], size: int) -> Tensor:
     if any(it is None for it in items):
         raise ConfigError("the saliency fit set has unreadable images; fix them or lower saliency.fit_images")
     images = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    if images.shape[-1] != size:
-        images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
-                               align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-    return images
+    return resize_images(images, size)
 
 
 def fit_subset(n: int, k: int, seed: int) -> np.ndarray:
