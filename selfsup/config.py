@@ -41,7 +41,9 @@ class DataConfig:
     dataset: str = "shapes"
     root: Optional[str] = None  # folder/cifar: the directory; fashion_mnist: overrides the Debian path
     test_root: Optional[str] = None  # folder: the evaluation folder (default: ROOT/val or ROOT/test if present)
-    image_size: int = 32  # folders: short side resized, then centre-cropped to this; built-ins: native or resized
+    image_size: int = 32  # folders: short side resized to this (then centre-cropped, except crop_from=whole); built-ins: native or resized
+    crop_from: str = "whole"  # folders, pretraining: views are cropped from the whole image (aspect kept) or its centre square ("center")
+    max_aspect: float = 3.0  # folders with crop_from=whole: the long side is cut (centred) to at most this many short sides
     # built-in procedural dataset ("shapes")
     num_classes: int = 10
     train_size: int = 10000
@@ -69,6 +71,9 @@ class DataConfig:
         if self.limit is not None:
             _positive("data.limit", self.limit)
         _positive("data.max_pixels", self.max_pixels)
+        _choice("data.crop_from", self.crop_from, ("whole", "center"))
+        if not (self.max_aspect >= 1.0 and math.isfinite(self.max_aspect)):
+            raise ConfigError(f"data.max_aspect must be a finite number >= 1, got {self.max_aspect}")
         if self.workers < 0:
             raise ConfigError(f"data.workers must be >= 0, got {self.workers}")
         for key in ("mean", "std"):

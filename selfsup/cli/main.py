@@ -565,7 +565,7 @@ def _views_inspect(args: argparse.Namespace) -> int:
           f"{cfg.views.small.size}px (crop area {cfg.views.small.scale_min}..{cfg.views.small.scale_max})")
     print(stats.table())
     try:
-        ds, source = build_dataset(cfg.data, "train"), cfg.data.dataset
+        ds, source = build_dataset(cfg.data, "train", for_views=True), cfg.data.dataset
     except (ConfigError, DataError) as exc:
         cfg.data.dataset, cfg.data.train_size, cfg.data.limit = "shapes", max(args.rows, 16), None
         ds, source = build_dataset(cfg.data, "train"), f"built-in shapes ({exc})"
@@ -581,7 +581,7 @@ def _views_inspect(args: argparse.Namespace) -> int:
     except (ConfigError, DataError):
         masks = batch["mask"]
     views = sampler(batch["image"], masks, sampler.sample_params(rows, torch.Generator().manual_seed(cfg.seed),
-                                                                  source_size=size))
+                                                                  source_size=size), batch["size"])
     out = Path(args.out or f"views-{cfg.name}.png")
     ratio = f", mean(PS_g/PS_l)={stats.ps_ratio_mean:.2f}" if stats.ps_ratio_mean is not None else ""
     plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=masks,

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from selfsup.errors import ConfigError
 
-__all__ = ["ImageDataset", "InMemoryDataset", "collate", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ImageDataset", "InMemoryDataset", "collate", "pad_stack", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -124,20 +124,46 @@ class InMemoryDataset(ImageDataset):
 def collate(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     """Stack dataset items into a batch; ``None`` items (skipped corrupt images) are dropped and counted.
 
-    Returns ``image (B, 3, S, S) uint8``, ``label (B,) int64``, ``index (B,) int64``, ``mask (B, 1, S, S) uint8`` or
-    ``None`` when the items have no mask, and ``skipped`` (int). If every item was skipped the batch is empty
-    (``image`` has shape ``(0, 3, 0, 0)``).
+    Returns ``image (B, 3, H, W) uint8``, ``size (B, 2) int64`` (each image's own h, w), ``label (B,) int64``,
+    ``index (B,) int64``, ``mask (B, 1, H, W) uint8`` or ``None`` when the items have no mask, and ``skipped`` (int).
+    Images of one size are stacked; differently shaped ones (whole-image folder data) go top-left into a canvas of
+    the largest h and w, whose padding repeats each image's last row and column (so that bilinear sampling up to the
+    image's edge, as :func:`selfsup.data.augment.crop_resize` does, never blends in padding) and is otherwise zero.
+    If every item was skipped the batch is empty (``image`` has shape ``(0, 3, 0, 0)``).
     """
     kept = [it for it in items if it is not None]
     skipped = len(items) - len(kept)
     if not kept:
-        return {"image": torch.empty(0, 3, 0, 0, dtype=torch.uint8), "label": torch.empty(0, dtype=torch.int64),
-                "index": torch.empty(0, dtype=torch.int64), "mask": None, "skipped": skipped}
+        return {"image": torch.empty(0, 3, 0, 0, dtype=torch.uint8), "size": torch.empty(0, 2, dtype=torch.int64),
+                "label": torch.empty(0, dtype=torch.int64), "index": torch.empty(0, dtype=torch.int64), "mask": None,
+                "skipped": skipped}
     has_mask = all(it.get("mask") is not None for it in kept)
+    images = [it["image"] for it in kept]
+    sizes = torch.tensor([tuple(im.shape[-2:]) for im in images], dtype=torch.int64)
     return {
-        "image": torch.stack([it["image"] for it in kept]),
+        "image": pad_stack(images),
+        "size": sizes,
         "label": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64),
         "index": torch.tensor([int(it["index"]) for it in kept], dtype=torch.int64),
-        "mask": torch.stack([it["mask"] for it in kept]) if has_mask else None,
+        "mask": pad_stack([it["mask"] for it in kept]) if has_mask else None,
         "skipped": skipped,
     }
+
+
+def pad_stack(images: Sequence[Tensor]) -> Tensor:
+    """``(B, C, H, W)`` of ``(C, h_i, w_i)`` tensors: ``torch.stack`` when they share a size, else top-left in a canvas
+    of the largest sides with one repeated edge row and column (see :func:`collate`)."""
+    first = images[0].shape
+    if all(im.shape == first for im in images):
+        return torch.stack(list(images))
+    H = max(im.shape[-2] for im in images)
+    W = max(im.shape[-1] for im in images)
+    out = images[0].new_zeros((len(images), first[0], H, W))
+    for i, im in enumerate(images):
+        h, w = im.shape[-2:]
+        out[i, :, :h, :w] = im
+        if w < W:
+            out[i, :, :h, w] = im[:, :, -1]
+        if h < H:
+            out[i, :, h, :min(w + 1, W)] = out[i, :, h - 1, :min(w + 1, W)]
+    return out

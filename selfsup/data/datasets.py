@@ -26,6 +26,7 @@ only builds numpy arrays (:class:`RestrictedUnpickler`), so a malicious file can
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import logging
@@ -79,10 +80,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
+def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False) -> ImageDataset:
     """The ``split`` ("train" or "test") of ``cfg.dataset``, limited to the first ``cfg.limit`` images.
 
-    ``cfg.mean`` / ``cfg.std``, when set, replace the dataset's own normalisation statistics.
+    ``for_views``: the dataset that pretraining crops its views from. Folder data then keeps each image whole (aspect
+    kept, short side ``image_size``) when ``cfg.crop_from`` is "whole"; everywhere else (evaluation, saliency) images
+    are the centre square, which is the evaluation's "resize, centre-crop". ``cfg.mean`` / ``cfg.std``, when set,
+    replace the dataset's own normalisation statistics.
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got '{split}'")
@@ -105,7 +109,7 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
             raise ConfigError(f"data.root is required for data.dataset={name}")
         ds = load_cifar(cfg.root, name, split, cfg.image_size, cfg.limit)
     elif name == "folder":
-        ds = folder_dataset(cfg, split)
+        ds = folder_dataset(cfg, split, whole=for_views and cfg.crop_from == "whole")
     else:
         raise ConfigError(f"unknown data.dataset '{name}'")
     if cfg.mean is not None:
@@ -510,7 +514,7 @@ def _train_exclude(cfg: DataConfig) -> List[Path]:
     return [test] if test is not None else []
 
 
-def folder_dataset(cfg: DataConfig, split: str) -> "FolderDataset":
+def folder_dataset(cfg: DataConfig, split: str, whole: bool = False) -> "FolderDataset":
     """The ``split`` of a folder dataset (see :class:`FolderDataset` for the layouts).
 
     Train: ``ROOT/train`` if present, else ``ROOT`` without its test folder. Test: ``data.test_root``, else
@@ -526,7 +530,7 @@ def folder_dataset(cfg: DataConfig, split: str) -> "FolderDataset":
         classes = _class_dirs(_split_dir(cfg, "train"), exclude) or None
         exclude = []
     return FolderDataset(directory, cfg.image_size, classes=classes, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit,
-                         exclude=exclude, max_pixels=cfg.max_pixels)
+                         exclude=exclude, max_pixels=cfg.max_pixels, whole=whole, max_aspect=cfg.max_aspect)
 
 
 class FolderDataset(ImageDataset):
@@ -544,7 +548,10 @@ class FolderDataset(ImageDataset):
     * Decoding: ``torchvision.io.decode_image`` (mode RGB: grayscale replicated, alpha dropped; first frame of an
       animated GIF) on the file's bytes; formats it does not read (BMP, TIFF) go through Pillow. An image above
       ``max_pixels`` is refused from its header, before it is decoded; 16-bit images are scaled to 8 bits. Then the
-      short side is resized to ``image_size`` (antialiased) and the centre square cropped.
+      short side is resized to ``image_size`` (antialiased) and the centre square cropped; with ``whole`` the image
+      keeps its aspect instead (the long side cut, centred, to at most ``max_aspect`` short sides), so that
+      pretraining's random-resized crops come from the whole image as torchvision's do (:func:`collate` pads a batch
+      of such images into one canvas; :meth:`centre_square` gives the same files as centre squares).
     * Errors: an unreadable image raises a one-line ``DataError("cannot read image <path>: <reason>")``; with
       ``skip_corrupt`` the item is ``None`` instead, a warning names the file the first time it is skipped (logger
       ``selfsup.data``) and ``num_skipped`` counts it (per process: with DataLoader workers, :func:`collate`'s
@@ -554,7 +561,7 @@ class FolderDataset(ImageDataset):
 
     def __init__(self, directory: os.PathLike, image_size: int, *, classes: Optional[List[str]] = None,
                  skip_corrupt: bool = False, limit: Optional[int] = None, exclude: Sequence[os.PathLike] = (),
-                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, whole: bool = False, max_aspect: float = 3.0):
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"image folder {directory} does not exist or is not a directory")
@@ -603,6 +610,8 @@ class FolderDataset(ImageDataset):
         self.image_size = int(image_size)
         self.skip_corrupt = skip_corrupt
         self.max_pixels = max_pixels
+        self.whole = whole
+        self.max_aspect = float(max_aspect)
         self.num_skipped = 0
         self._warned: set = set()
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
@@ -612,7 +621,8 @@ class FolderDataset(ImageDataset):
         i = self._check_index(index)
         path = self.files[i]
         try:
-            image = load_image(path, self.image_size, max_pixels=self.max_pixels)
+            image = load_image(path, self.image_size, max_pixels=self.max_pixels,
+                               max_aspect=self.max_aspect if self.whole else 1.0)
         except DataError as exc:
             if not self.skip_corrupt:
                 raise
@@ -622,6 +632,14 @@ class FolderDataset(ImageDataset):
                 log.warning("skipping %s", exc)
             return None
         return {"image": image, "label": self._label_list[i], "index": i}
+
+    def centre_square(self) -> "FolderDataset":
+        """The same files, decoded as centre squares (what evaluation and ``selfsup saliency predict`` see)."""
+        if not self.whole:
+            return self
+        square = copy.copy(self)
+        square.whole = False
+        return square
 
 
 def _read_regular_file(path: Path) -> bytes:
@@ -725,14 +743,19 @@ def _decode_pil(data: bytes) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: os.PathLike, size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tensor:
-    """Decode ``path`` (:func:`decode_image_file`), resize its short side to ``size`` (antialiased), crop the centre."""
+def load_image(path: os.PathLike, size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+               max_aspect: float = 1.0) -> Tensor:
+    """Decode ``path`` (:func:`decode_image_file`) and resize its short side to ``size`` (antialiased, aspect kept);
+    then cut the long side, centred, to at most ``round(max_aspect * size)`` pixels. ``max_aspect = 1`` gives the
+    centre square."""
     from torchvision.transforms.v2 import functional as TF
 
     img = decode_image_file(path, max_pixels)
     h, w = img.shape[-2:]
     if min(h, w) != size:
         img = TF.resize(img, [size], antialias=True)
-    if img.shape[-2:] != (size, size):
-        img = TF.center_crop(img, [size, size])
+    h, w = img.shape[-2:]
+    long_max = max(size, int(round(max_aspect * size)))
+    if h > long_max or w > long_max:
+        img = TF.center_crop(img, [min(h, long_max), min(w, long_max)])
     return img.contiguous()

@@ -19,6 +19,13 @@ so pretraining reads only the rows of its batch; ``<dir>/<split>.json`` holds th
 (:func:`dataset_fingerprint`: dataset kind, split, size, image side, a hash of its labels and of 16 evenly spaced
 images). Opening a cache against a dataset whose fingerprint differs is an error, never silently wrong masks. Masks are
 stored at ``s`` (at most the image side) and resized bilinearly to the image side on the device.
+
+**Whole-image crops** (folder data with ``data.crop_from=whole``: differently shaped images in a padded canvas). A
+cache's mask was computed on the image's centre square (``saliency predict`` reads centre squares, as evaluation does),
+so it is placed there, and the rest of the image counts as background (our choice: the salient object of a photo is
+rarely outside its centre square, and an unknown region shown as gray is the safe side of the ablation). The random
+ablations are drawn on a square and stretched (nearest) over each whole image, so they keep their area fraction and
+centring. :func:`place_masks` does either for the whole batch in one ``grid_sample``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from torch import Tensor
 
 from selfsup.errors import ConfigError, DataError
 
-__all__ = ["random_masks", "edit_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
+__all__ = ["random_masks", "edit_masks", "place_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
 
 _FINGERPRINT_IMAGES = 16
 
@@ -67,6 +74,31 @@ def random_masks(kind: str, n: int, size: int, area: float, generator: torch.Gen
     else:
         raise ValueError(f"unknown random mask kind {kind!r}")
     return m.to(torch.uint8) * 255
+
+
+def place_masks(masks: Tensor, sizes: Tensor, canvas: Tuple[int, int], region: str, mode: str = "bilinear") -> Tensor:
+    """Square masks ``(B, 1, s, s)`` (uint8) placed into a ``canvas`` = (H, W) of images whose own sizes are ``sizes``
+    ``(B, 2)`` = (h, w), top-left as :func:`selfsup.data.base.collate` puts them: ``region`` "centre" puts each mask
+    on its image's centre square (side ``min(h, w)``), "whole" stretches it over the whole image. Zero elsewhere;
+    uint8 ``(B, 1, H, W)`` on the masks' device."""
+    B = masks.shape[0]
+    H, W = canvas
+    sz = sizes.to(torch.float32)
+    h, w = sz[:, 0], sz[:, 1]
+    if region == "centre":
+        side = torch.minimum(h, w)
+        rh, rw, oy, ox = side, side, (h - side) / 2, (w - side) / 2
+    elif region == "whole":
+        rh, rw, oy, ox = h, w, torch.zeros_like(h), torch.zeros_like(w)
+    else:
+        raise ValueError(f"region must be 'centre' or 'whole', got {region!r}")
+    # canvas coordinate X (normalised over W, align_corners=False) -> mask coordinate (normalised over the region)
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = W / rw, (W - 2 * ox) / rw - 1
+    theta[:, 1, 1], theta[:, 1, 2] = H / rh, (H - 2 * oy) / rh - 1
+    grid = F.affine_grid(theta.to(masks.device), [B, 1, H, W], align_corners=False)
+    out = F.grid_sample(masks.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def edit_masks(masks: Tensor, kind: str, fraction: float) -> Tensor:
@@ -111,6 +143,8 @@ def _hash_tensor(h: "hashlib._Hash", t: Tensor) -> None:
 def dataset_fingerprint(dataset: Any, kind: str, split: str) -> Dict[str, Any]:
     """What identifies a dataset's images for a mask cache: kind, split, size, side, and a SHA-256 of the labels and of
     16 evenly spaced images (decoded as the dataset returns them)."""
+    if hasattr(dataset, "centre_square"):  # whole-image folder data: masks belong to the centre squares
+        dataset = dataset.centre_square()
     n = len(dataset)
     h = hashlib.sha256()
     _hash_tensor(h, dataset.labels.cpu())
@@ -222,6 +256,7 @@ class MaskProvider:
         maskable = (v.large.maskable and v.large.count > 0) or (v.small.maskable and v.small.count > 0)
         self.active = v.mask_p > 0 and maskable
         self.cache: Optional[MaskCache] = None
+        self.image_size = int(getattr(dataset, "image_size", 0))
         if not self.active:
             return
         if v.mask_source == "dataset" and not getattr(dataset, "has_masks", False):
@@ -241,13 +276,20 @@ class MaskProvider:
         if not self.active:
             return None
         v = self.cfg
-        b, size = images.shape[0], images.shape[-1]
+        b, H, W = images.shape[0], images.shape[-2], images.shape[-1]
+        sizes = batch.get("size")
+        square = sizes is None or bool((sizes == torch.tensor([H, W])).all()) and H == W
+        side = H if square else int(self.image_size)
         if v.mask_source == "dataset":
-            masks = batch["mask"].to(images.device, non_blocking=True)
+            masks = edit_masks(batch["mask"].to(images.device, non_blocking=True), v.mask_edit, v.mask_edit_fraction)
         elif v.mask_source == "cache":
             assert self.cache is not None
-            masks = self.cache.get(batch["index"], size, images.device)
+            masks = edit_masks(self.cache.get(batch["index"], side, images.device), v.mask_edit, v.mask_edit_fraction)
+            if not square:
+                masks = place_masks(masks, sizes, (H, W), "centre")
         else:
-            drawn = random_masks(v.mask_source, global_batch or b, size, v.mask_area, generator)
-            return drawn[rows if rows is not None else slice(0, b)].to(images.device)
-        return edit_masks(masks, v.mask_edit, v.mask_edit_fraction)
+            drawn = random_masks(v.mask_source, global_batch or b, side, v.mask_area, generator)
+            masks = drawn[rows if rows is not None else slice(0, b)].to(images.device)
+            if not square:
+                masks = place_masks(masks, sizes, (H, W), "whole", mode="nearest")
+        return masks

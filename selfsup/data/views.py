@@ -57,10 +57,13 @@ class GroupParams:
     jitter is applied), ``jitter_factors`` (brightness, contrast, saturation, hue), ``jitter_order`` (a permutation of
     0..3: the operation run at each of the 4 positions), ``grayscale``, ``blur``, ``blur_sigma`` (pixels of the view),
     ``solarize``, ``mask`` (the view uses the background-masked image, if the image's mask is eligible) and
-    ``gray_level`` (g, the masked background's value in [0, 1]).
+    ``gray_level`` (g, the masked background's value in [0, 1]). ``crop_draws`` keeps the crop's raw random numbers
+    (10 attempts of area and aspect, then the position: ``(n, V, 22)``) so that :meth:`ViewParams.for_sizes` can place
+    the boxes again for sources of another aspect without drawing anything.
     """
 
     box: Tensor
+    crop_draws: Tensor
     flip: Tensor
     jitter: Tensor
     jitter_factors: Tensor
@@ -97,12 +100,13 @@ class ViewParams:
     """All random numbers of one step (see :meth:`MultiViewSampler.sample_params`), grouped by view group.
 
     ``params[a:b]`` keeps images ``a..b-1`` (a slice or an index tensor on the image dimension), which is how a DDP rank
-    takes its part of the global batch. ``source_aspect`` is the W / H the boxes were drawn for (1.0: square sources).
+    takes its part of the global batch. ``source_aspect`` is the W / H the boxes were drawn for: a float (every source;
+    1.0: square) or an ``(n,)`` tensor, one per image (:meth:`for_sizes`).
     """
 
     large: GroupParams
     small: GroupParams
-    source_aspect: float = 1.0
+    source_aspect: float | Tensor = 1.0
 
     def __len__(self) -> int:
         return len(self.large)
@@ -110,7 +114,24 @@ class ViewParams:
     def __getitem__(self, index) -> "ViewParams":
         if isinstance(index, int):
             raise TypeError("ViewParams takes a slice or an index tensor (params[a:b]), not a single int")
-        return replace(self, large=self.large[index], small=self.small[index])
+        aspect = self.source_aspect
+        if isinstance(aspect, Tensor):
+            aspect = aspect[index]
+        return replace(self, large=self.large[index], small=self.small[index], source_aspect=aspect)
+
+    def for_sizes(self, sizes: Tensor, ratio: Sequence[float], center: Dict[str, bool]) -> "ViewParams":
+        """The same draws with every image's boxes placed for its own size: ``sizes`` is ``(n, 2)`` = (h, w) per image
+        (whole-image crops of differently shaped sources). Boxes stay normalised to each image's own extent; the
+        attempt that fits and the fallback are decided per image, as torchvision's ``RandomResizedCrop`` does on that
+        image. ``ratio`` is ``views.ratio``, ``center`` each group's ``center_crop``."""
+        if sizes.shape != (len(self), 2):
+            raise ValueError(f"sizes must be ({len(self)}, 2), got {tuple(sizes.shape)}")
+        aspect = sizes[:, 1].to(torch.float64) / sizes[:, 0].to(torch.float64)
+        groups = {}
+        for name in GROUPS:
+            gp = self.group(name)
+            groups[name] = replace(gp, box=place_crop_boxes(gp.crop_draws, ratio, center[name], aspect))
+        return replace(self, **groups, source_aspect=aspect.to(torch.float32))
 
     def group(self, name: str) -> GroupParams:
         return getattr(self, name)
@@ -141,42 +162,64 @@ def _uniform(lo: float | Tensor, hi: float | Tensor, shape: Tuple[int, ...], g: 
     return lo + (hi - lo) * torch.rand(shape, generator=g)
 
 
-def sample_crop_boxes(n: int, scale_min: Tensor, scale_max: float, ratio: Sequence[float], center: bool,
-                      generator: torch.Generator, source_aspect: float = 1.0) -> Tensor:
-    """``(n, V, 4)`` boxes by torchvision's ``RandomResizedCrop`` algorithm, vectorised over images and views.
-
-    For each of 10 attempts: area fraction ``a ~ U(scale_min[v], scale_max)``, aspect ``r = exp(U(log r0, log r1))``
-    (log-uniform, RELICv2 App. B.1 step 1); the box is ``w = sqrt(a r H / W)``, ``h = sqrt(a W / (r H))`` in normalised
-    units, i.e. area ``a H W`` and pixel aspect ``r``. The first attempt that fits in the image is kept; if none fits,
-    the fallback is torchvision's: the whole image with its aspect clamped to the range, centred. The position is
-    uniform over the places the box fits, or centred when ``center`` (the Appendix D reading of small views, A3).
-    Every random number is drawn whatever the outcome, so the draws do not depend on earlier results.
-    """
+def draw_crops(n: int, scale_min: Tensor, scale_max: float, ratio: Sequence[float],
+               generator: torch.Generator) -> Tensor:
+    """The raw random numbers of ``(n, V)`` random-resized crops: ``(n, V, 22)`` = 10 area fractions
+    ``a ~ U(scale_min[v], scale_max)``, 10 aspects ``r = exp(U(log r0, log r1))`` (log-uniform, RELICv2 App. B.1 step
+    1) and a position ``(u, v) ~ U(0, 1)^2``. Every number is drawn whatever the outcome, so the draws do not depend on
+    the source's size; :func:`place_crop_boxes` turns them into boxes."""
     V = scale_min.numel()
     shape = (n, V, _CROP_ATTEMPTS)
     area = _uniform(scale_min.view(1, V, 1), scale_max, shape, generator)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     r = torch.exp(_uniform(log_lo, log_hi, shape, generator))
-    w = torch.sqrt(area * r / source_aspect)
-    h = torch.sqrt(area / r * source_aspect)
+    pos = torch.rand((n, V, 2), generator=generator)
+    return torch.cat((area, r, pos), dim=-1)
+
+
+def place_crop_boxes(draws: Tensor, ratio: Sequence[float], center: bool,
+                     source_aspect: float | Tensor = 1.0) -> Tensor:
+    """``(n, V, 4)`` boxes (x0, y0, x1, y1, normalised to each source) from :func:`draw_crops`'s numbers, by
+    torchvision's ``RandomResizedCrop`` algorithm, vectorised over images and views.
+
+    For a source of pixel aspect ``A = W / H`` (a float, or an ``(n,)`` tensor: one per image), attempt ``k`` gives
+    ``w = sqrt(a r / A)``, ``h = sqrt(a A / r)`` in normalised units, i.e. area ``a H W`` and pixel aspect ``r``. The
+    first attempt that fits in the image is kept; if none fits, the fallback is torchvision's: the whole image with its
+    aspect clamped to the range, centred. The position is uniform over the places the box fits, or centred when
+    ``center`` (the Appendix D reading of small views, A3). torchvision rounds the box to whole pixels; these boxes are
+    continuous (``roi_align`` samples sub-pixel boxes).
+    """
+    n, V = draws.shape[:2]
+    k = _CROP_ATTEMPTS
+    area, r, pos = draws[..., :k], draws[..., k:2 * k], draws[..., 2 * k:]
+    if isinstance(source_aspect, Tensor):
+        aspect = source_aspect.to(draws.dtype).view(n, 1, 1)
+    else:
+        aspect = torch.full((n, 1, 1), float(source_aspect), dtype=draws.dtype)
+    w = torch.sqrt(area * r / aspect)
+    h = torch.sqrt(area / r * aspect)
     fits = (w <= 1.0) & (h <= 1.0)
     first = fits.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first attempt that fits (argmax returns the first max)
     any_fit = fits.any(dim=-1)
     w = w.gather(-1, first).squeeze(-1)
     h = h.gather(-1, first).squeeze(-1)
-    if source_aspect < ratio[0]:
-        fw, fh = 1.0, source_aspect / ratio[0]
-    elif source_aspect > ratio[1]:
-        fw, fh = ratio[1] / source_aspect, 1.0
-    else:
-        fw, fh = 1.0, 1.0
-    w = torch.where(any_fit, w, torch.full_like(w, fw))
-    h = torch.where(any_fit, h, torch.full_like(h, fh))
-    pos = torch.rand((n, V, 2), generator=generator)
+    a = aspect.view(n, 1).expand(n, V)
+    # fallback: the whole image, its aspect clamped to [r0, r1]
+    fw = torch.where(a > ratio[1], ratio[1] / a, torch.ones_like(a))
+    fh = torch.where(a < ratio[0], a / ratio[0], torch.ones_like(a))
+    w = torch.where(any_fit, w, fw)
+    h = torch.where(any_fit, h, fh)
     random_pos = any_fit & (not center)
     x0 = torch.where(random_pos, pos[..., 0] * (1.0 - w), (1.0 - w) / 2)
     y0 = torch.where(random_pos, pos[..., 1] * (1.0 - h), (1.0 - h) / 2)
     return torch.stack((x0, y0, x0 + w, y0 + h), dim=-1).clamp_(0.0, 1.0)
+
+
+def sample_crop_boxes(n: int, scale_min: Tensor, scale_max: float, ratio: Sequence[float], center: bool,
+                      generator: torch.Generator, source_aspect: float = 1.0) -> Tensor:
+    """``(n, V, 4)`` random-resized-crop boxes for sources of aspect ``source_aspect``: :func:`draw_crops` then
+    :func:`place_crop_boxes`."""
+    return place_crop_boxes(draw_crops(n, scale_min, scale_max, ratio, generator), ratio, center, source_aspect)
 
 
 class MultiViewSampler:
@@ -250,7 +293,8 @@ class MultiViewSampler:
     def _sample_group(self, gc: ViewGroupConfig, n: int, g: torch.Generator, aspect: float) -> GroupParams:
         c, V = self.cfg, gc.count
         shape = (n, V)
-        box = sample_crop_boxes(n, _cycled(gc.scale_min, V), gc.scale_max, c.ratio, gc.center_crop, g, aspect)
+        draws = draw_crops(n, _cycled(gc.scale_min, V), gc.scale_max, c.ratio, g)
+        box = place_crop_boxes(draws, c.ratio, gc.center_crop, aspect)
         flip = _bernoulli(c.flip_p, shape, g)
         jitter = _bernoulli(c.jitter_p, shape, g)
         factors = torch.stack([
@@ -266,50 +310,79 @@ class MultiViewSampler:
         solar = _bernoulli(_cycled(gc.solarize_p, V), shape, g)
         mask = _bernoulli(c.mask_p if gc.maskable else 0.0, shape, g)
         gray_level = torch.rand(shape, generator=g)
-        return GroupParams(box=box, flip=flip, jitter=jitter, jitter_factors=factors, jitter_order=order,
+        return GroupParams(box=box, crop_draws=draws, flip=flip, jitter=jitter, jitter_factors=factors, jitter_order=order,
                            grayscale=gray, blur=blur, blur_sigma=sigma, solarize=solar, mask=mask,
                            gray_level=gray_level)
 
     # -------------------------------------------------------------------------------------------------------- rendering
-    def __call__(self, images: Tensor, masks: Optional[Tensor], params: ViewParams) -> Views:
+    def __call__(self, images: Tensor, masks: Optional[Tensor], params: ViewParams,
+                 sizes: Optional[Tensor] = None) -> Views:
         """Render the views of ``images`` (uint8 ``(B, 3, H, W)``, or float in [0, 1]) with ``params`` (``len == B``).
 
+        ``sizes`` (``(B, 2)`` = (h, w) per image, or None: every image fills ``H x W`` and ``params`` must have been
+        drawn for that aspect) says that image ``i`` covers only the top-left ``h x w`` of a padded canvas
+        (:func:`selfsup.data.base.collate` of differently shaped images, whose padding repeats the last row and column
+        so that bilinear sampling at the edge sees no padding). The boxes are then placed for each image's own size
+        from the same draws (:meth:`place`), mapped into the canvas, and every view is still rendered in one batched
+        ``roi_align`` per chunk: no per-image work.
+
         ``masks`` (uint8 ``(B, 1, H, W)``, 255 = foreground, soft values allowed; or float in [0, 1]; or None: no
-        masking) drive the mask hook of maskable groups (A4): an image is eligible only if its whole mask's mean is at
-        least ``mask_min_fraction`` (5 %, App. B.2), and then each of its views with ``params.mask`` set shows
-        ``m * x + (1 - m) * g``. Runs on ``images.device`` and is deterministic given ``params``.
+        masking) drive the mask hook of maskable groups (A4): an image is eligible only if its mask's mean over the
+        image is at least ``mask_min_fraction`` (5 %, App. B.2), and then each of its views with ``params.mask`` set
+        shows ``m * x + (1 - m) * g``. Runs on ``images.device`` and is deterministic given ``params``.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
         B, _, H, W = images.shape
         if len(params) != B:
             raise ValueError(f"params were drawn for {len(params)} images but the batch has {B}")
-        if abs(params.source_aspect - W / H) > 1e-6 * max(1.0, W / H):
-            raise ValueError(f"params were drawn for sources of aspect W/H = {params.source_aspect:g} but the images "
-                             f"are {H}x{W}; pass source_size=(H, W) to sample_params")
+        if sizes is None:
+            sizes = torch.tensor([[H, W]], dtype=torch.int64).expand(B, 2)
+            drawn = params.source_aspect
+            drawn = drawn.to(torch.float64) if isinstance(drawn, Tensor) else torch.full((B,), float(drawn),
+                                                                                        dtype=torch.float64)
+            if bool(((drawn - W / H).abs() > 1e-5 * max(1.0, W / H)).any()):
+                raise ValueError(f"params were drawn for sources of aspect W/H = {drawn[:4].tolist()} but the images "
+                                 f"are {H}x{W}; pass source_size=(H, W) to sample_params, or the images' sizes")
+        else:
+            sizes = sizes.to("cpu", torch.int64)
+            if sizes.shape != (B, 2) or bool((sizes[:, 0] > H).any()) or bool((sizes[:, 1] > W).any()) \
+                    or bool((sizes < 1).any()):
+                raise ValueError(f"sizes must be ({B}, 2) within the {H}x{W} canvas, got {sizes.tolist()[:4]}...")
+            params = self.place(params, sizes)
         if masks is not None and (masks.ndim != 4 or masks.shape[0] != B or masks.shape[1] != 1
                                   or masks.shape[2:] != images.shape[2:]):
             raise ValueError(f"masks must be (B, 1, H, W) = ({B}, 1, {H}, {W}), got shape {tuple(masks.shape)}")
+        # normalised image boxes -> normalised canvas boxes
+        extent = torch.stack((sizes[:, 1] / W, sizes[:, 0] / H), dim=1).to(torch.float32).repeat(1, 2)  # (B, 4)
         x = A.to_float(images)
         masked_source = None
         if masks is not None and any(getattr(self.cfg, n).maskable and bool(params.group(n).mask.any())
                                      for n in GROUPS):
             m = A.to_float(masks.to(images.device))
-            eligible = m.mean(dim=(1, 2, 3)) >= self.cfg.mask_min_fraction
+            area = (sizes[:, 0] * sizes[:, 1]).to(device=m.device, dtype=m.dtype)
+            if bool((sizes == torch.tensor([H, W])).all()):
+                coverage = m.mean(dim=(1, 2, 3))
+            else:  # the mask's mean over the image, not over the canvas
+                valid = ((torch.arange(H, device=m.device).view(1, H, 1) < sizes[:, 0].to(m.device).view(B, 1, 1))
+                         & (torch.arange(W, device=m.device).view(1, 1, W) < sizes[:, 1].to(m.device).view(B, 1, 1)))
+                coverage = (m[:, 0] * valid).sum(dim=(1, 2)) / area
+            eligible = coverage >= self.cfg.mask_min_fraction
             masked_source = (torch.cat([x * m, m], dim=1), eligible)  # crops of m*x and m give the masked view (A4)
         out = {}
         for name in GROUPS:
             gc: ViewGroupConfig = getattr(self.cfg, name)
             out[name] = self._render_group(x, params.group(name), gc, self.blur_kernel_size(name),
-                                           masked_source if gc.maskable else None)
+                                           masked_source if gc.maskable else None, extent)
         return Views(large=out["large"], small=out["small"])
 
     def _render_group(self, x: Tensor, gp: GroupParams, gc: ViewGroupConfig, kernel: int,
-                      masked_source: Optional[Tuple[Tensor, Tensor]]) -> List[Tensor]:
+                      masked_source: Optional[Tuple[Tensor, Tensor]], extent: Tensor) -> List[Tensor]:
         B, V, s = x.shape[0], gp.num_views, gc.size
         if V == 0:
             return []
         p = gp.flat()
+        p["box"] = p["box"] * extent.repeat(V, 1)  # view-major rows, as flat()
         batch_index = torch.arange(B).repeat(V)  # view-major: row v * B + i is view v of image i
         out = torch.empty((V * B, 3, s, s), dtype=torch.float32, device=x.device)
         rows = self._chunk_rows(x.device, 3 * s * s, V * B)
@@ -349,10 +422,15 @@ class MultiViewSampler:
         return A.normalize(y, self.mean, self.std)
 
     def sample(self, images: Tensor, masks: Optional[Tensor] = None,
-               generator: Optional[torch.Generator] = None) -> Views:
-        """Draw parameters for ``images`` (using their H, W for the crop aspect) and render them."""
+               generator: Optional[torch.Generator] = None, sizes: Optional[Tensor] = None) -> Views:
+        """Draw parameters for ``images`` (boxes placed for each image's ``sizes``, default the batch's H, W) and
+        render them."""
         params = self.sample_params(images.shape[0], generator, source_size=tuple(images.shape[-2:]))
-        return self(images, masks, params)
+        return self(images, masks, params, sizes)
+
+    def place(self, params: ViewParams, sizes: Tensor) -> ViewParams:
+        """``params`` with every image's boxes placed for its own (h, w) in ``sizes`` (:meth:`ViewParams.for_sizes`)."""
+        return params.for_sizes(sizes.cpu(), self.cfg.ratio, {n: getattr(self.cfg, n).center_crop for n in GROUPS})
 
 
 # ---------------------------------------------------------------------------------------------------------------------

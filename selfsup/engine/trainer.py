@@ -227,7 +227,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     if fabric.is_global_zero:
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    dataset = build_dataset(cfg.data, "train")
+    dataset = build_dataset(cfg.data, "train", for_views=True)
     mask_provider = MaskProvider(cfg.views, dataset, cfg.data.dataset)  # errors here: no masks, stale cache
     steps_per_epoch = len(dataset) // t.batch_size
     if steps_per_epoch == 0:
@@ -360,7 +360,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             rows = slice(rank * local_batch, rank * local_batch + images.shape[0])  # this rank's part of the step
             masks = mask_provider(batch, images, generator_for(cfg.seed, "masks", step), t.batch_size, rows)
             params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))[rows]
-            views = sampler(images, masks, params)
+            views = sampler(images, masks, params, batch["size"])  # boxes placed in each image's own size
             if t.channels_last:
                 views.large = [v.contiguous(memory_format=torch.channels_last) for v in views.large]
                 views.small = [v.contiguous(memory_format=torch.channels_last) for v in views.small]
