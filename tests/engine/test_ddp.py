@@ -72,3 +72,41 @@ def test_two_processes_match_one(tmp_path, method):
     for key in clf_one:
         assert torch.allclose(clf_one[key].float(), clf_two[key].float(), rtol=1e-4, atol=1e-6), key
     _not_trivial(method, a, one, tmp_path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_through_torchrun_match_one_process(tmp_path):
+    """The documented multi-node launch (README "Multi-node"): ``torchrun --nnodes 2 --node-rank R`` once per "node"
+    (here both on localhost, 1 process each) with ``train.num_nodes=2``, gives the single process's losses and weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = [*TINY, "model.norm=group", "method.head_norm=none", "method.ema_base=0.99", "optim.name=sgd",
+            "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.base_lr=0.5", "train.steps=3",
+            "train.accelerator=cpu", "train.devices=1", "train.threads=1"]
+    one = pretrain(load_config("relicv2_shapes", [*args, f"out={tmp_path / 'one'}"]))
+    args += [f"out={tmp_path / 'nodes'}", "train.num_nodes=2", "train.strategy=ddp"]
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                "--master-addr=127.0.0.1", f"--master-port={port}"]
+    procs = [subprocess.Popen([*torchrun, f"--node-rank={r}", "-m", "selfsup.cli.main", "pretrain", "relicv2_shapes",
+                               "--quiet", *args],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    a = load_checkpoint(tmp_path / "one" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "nodes" / "last.ckpt")
+    assert b["step"] == 3 and b["config"]["train"]["num_nodes"] == 2
+    for key in a["method"]:
+        assert torch.allclose(a["method"][key].float(), b["method"][key].float(), rtol=1e-4, atol=1e-6), key
+    _not_trivial("relicv2", a["method"], one, tmp_path)
