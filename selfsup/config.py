@@ -31,7 +31,7 @@ from selfsup.method_args import METHOD_ARGS, register_method_args  # noqa: F401 
 # Schema
 # --------------------------------------------------------------------------------------------------------------------
 
-DATASETS = ("shapes", "fashion_mnist", "cifar10", "cifar100", "folder")
+DATASETS = ("shapes", "fashion_mnist", "cifar10", "cifar100", "folder", "shards")
 
 
 @dataclass
@@ -39,7 +39,7 @@ class DataConfig:
     """Where images come from. Every dataset yields square uint8 RGB images of ``image_size`` pixels."""
 
     dataset: str = "shapes"
-    root: Optional[str] = None  # folder/cifar: the directory; fashion_mnist: overrides the Debian path
+    root: Optional[str] = None  # folder/cifar: the directory; shards: a `selfsup data pack` output; fashion_mnist: overrides the Debian path
     test_root: Optional[str] = None  # folder: the evaluation folder (default: ROOT/val or ROOT/test if present)
     image_size: int = 32  # folders: short side resized to this (then centre-cropped, except crop_from=whole); built-ins: native or resized
     crop_from: str = "whole"  # folders, pretraining: views are cropped from the whole image (aspect kept) or its centre square ("center")

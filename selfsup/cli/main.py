@@ -183,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     from selfsup.cli.saliency import add_saliency_parser
 
     add_saliency_parser(sub, _Parser, _add_common, EPILOG)
+    da = sub.add_parser("data", help="data tools: pack an image folder into streaming shards")
+    dsub = da.add_subparsers(dest="data_command", parser_class=_Parser, metavar="ACTION")
+    pk = dsub.add_parser("pack", help="write an image folder (flat or class tree, with its test split) into litdata "
+                                      "shards for data.dataset=shards",
+                         description="Packs SRC's training images into OUT/train and its test split (SRC/val, "
+                                     "SRC/test or --test-root, found as data.dataset=folder finds them) into OUT/test. "
+                                     "Records keep the files' bytes (no re-encoding); train from them with "
+                                     "data.dataset=shards data.root=OUT.")
+    pk.add_argument("src", help="image folder")
+    pk.add_argument("out", help="shard folder to write")
+    pk.add_argument("--test-root", default=None, help="the test images, if not SRC/val or SRC/test")
+    pk.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                    help="packing processes (default: the cores, at most 8)")
+    pk.add_argument("--chunk-bytes", default="64MB", help="target chunk size (default 64MB)")
+    pk.add_argument("--limit", type=int, default=None, help="pack only the first N images of each split")
+    pk.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     sub.add_parser("recipes", help="list the recipes")
     return parser
 
@@ -198,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides.extend(extra)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("lightning", "lightning.fabric", "lightning.pytorch"):
+    for noisy in ("lightning", "lightning.fabric", "lightning.pytorch", "litdata"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.version:
         from selfsup import __version__
@@ -257,6 +273,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _eval(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "data":
+        if args.data_command is None:
+            parser.parse_args(["data", "--help"])
+        return _data_pack(args)
     if args.command == "saliency":
         from selfsup.cli.saliency import run_saliency
 
@@ -540,6 +560,32 @@ def _export(args: argparse.Namespace) -> int:
               "m.load_state_dict(sd, strict=False)  # only fc.* missing")
     else:
         print(f"load: selfsup eval linear --checkpoint {out}")
+    return 0
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from selfsup.config import DataConfig
+    from selfsup.data.datasets import folder_dataset
+    from selfsup.data.shards import pack
+    from selfsup.errors import ConfigError, DataError
+
+    if args.workers < 1 or (args.limit is not None and args.limit < 1):
+        raise ConfigError("--workers and --limit must be >= 1")
+    cfg = DataConfig(dataset="folder", root=args.src, test_root=args.test_root, limit=args.limit)
+    splits = {"train": folder_dataset(cfg, "train")}
+    try:
+        splits["test"] = folder_dataset(cfg, "test")
+    except DataError as exc:
+        if "no test images" not in str(exc):
+            raise
+        print(f"no test split in {args.src}: packing the training images only")
+    written = pack(splits, args.out, chunk_bytes=args.chunk_bytes, workers=args.workers, progress=not args.quiet)
+    for name, meta in written.items():
+        classes = f"{len(meta['classes'])} classes" if meta["classes"] else "unlabelled"
+        bad = f", {meta['unreadable_files']} unreadable files stored empty" if meta["unreadable_files"] else ""
+        print(f"{name}: {meta['records']} images ({classes}{bad}) -> {Path(args.out) / name} "
+              f"in {meta['seconds']:.1f} s")
+    print(f"train from them with: data.dataset=shards data.root={args.out}")
     return 0
 
 

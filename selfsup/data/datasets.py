@@ -26,17 +26,14 @@ only builds numpy arrays (:class:`RestrictedUnpickler`), so a malicious file can
 
 from __future__ import annotations
 
-import copy
 import gzip
-import io
 import logging
 import os
 import pickle
-import re
 import stat
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +42,8 @@ from torch import Tensor
 from selfsup.config import DataConfig
 from selfsup.data.base import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, InMemoryDataset,  # noqa: F401  (re-exported)
                                _triple, collate)
+from selfsup.data.images import (DEFAULT_MAX_PIXELS, EncodedImageDataset, _one_line,  # noqa: F401  (re-exported)
+                                 _read_regular_file, decode_image_bytes, decode_image_file, fit_image, load_image)
 from selfsup.data.shapes import BACKGROUND_FAMILIES, ShapesDataset
 from selfsup.errors import ConfigError, DataError
 
@@ -71,7 +70,6 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS; data.max_pixels
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -84,7 +82,7 @@ def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False) -> Im
     """The ``split`` ("train" or "test") of ``cfg.dataset``, limited to the first ``cfg.limit`` images.
 
     ``for_views``: the dataset that pretraining crops its views from. Folder data then keeps each image whole (aspect
-    kept, short side ``image_size``) when ``cfg.crop_from`` is "whole"; everywhere else (evaluation, saliency) images
+    kept, short side ``image_size``) when ``cfg.crop_from`` is "whole" (shards too); everywhere else (evaluation, saliency) images
     are the centre square, which is the evaluation's "resize, centre-crop". ``cfg.mean`` / ``cfg.std``, when set,
     replace the dataset's own normalisation statistics.
     """
@@ -110,6 +108,10 @@ def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False) -> Im
         ds = load_cifar(cfg.root, name, split, cfg.image_size, cfg.limit)
     elif name == "folder":
         ds = folder_dataset(cfg, split, whole=for_views and cfg.crop_from == "whole")
+    elif name == "shards":
+        from selfsup.data.shards import shard_dataset  # imports litdata: only when asked for
+
+        ds = shard_dataset(cfg, split, whole=for_views and cfg.crop_from == "whole")
     else:
         raise ConfigError(f"unknown data.dataset '{name}'")
     if cfg.mean is not None:
@@ -130,17 +132,6 @@ def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
         out[a:a + chunk] = TF.resize(images[a:a + chunk], [size, size], antialias=True)
     return out
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0].strip() if text else ""
-    msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "data", msg)
-    return msg or type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Fashion-MNIST (IDX files)
-# --------------------------------------------------------------------------------------------------------------------
 
 _IDX_UBYTE = 0x08
 
@@ -533,7 +524,7 @@ def folder_dataset(cfg: DataConfig, split: str, whole: bool = False) -> "FolderD
                          exclude=exclude, max_pixels=cfg.max_pixels, whole=whole, max_aspect=cfg.max_aspect)
 
 
-class FolderDataset(ImageDataset):
+class FolderDataset(EncodedImageDataset):
     """Images on disk, decoded lazily: an ImageFolder layout (``DIR/<class>/.../*.jpg``) or a flat folder (unlabelled).
 
     * Layout: if sub-folders of ``directory`` hold images they are the classes (sorted names, label = position; files
@@ -607,155 +598,9 @@ class FolderDataset(ImageDataset):
         self.files = files
         self.labels = torch.tensor(labels, dtype=torch.int64)
         self._label_list = labels
-        self.image_size = int(image_size)
-        self.skip_corrupt = skip_corrupt
-        self.max_pixels = max_pixels
-        self.whole = whole
-        self.max_aspect = float(max_aspect)
-        self.num_skipped = 0
-        self._warned: set = set()
+        self._setup(image_size, skip_corrupt, max_pixels, whole, max_aspect)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.has_masks = False
 
-    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
-        i = self._check_index(index)
-        path = self.files[i]
-        try:
-            image = load_image(path, self.image_size, max_pixels=self.max_pixels,
-                               max_aspect=self.max_aspect if self.whole else 1.0)
-        except DataError as exc:
-            if not self.skip_corrupt:
-                raise
-            self.num_skipped += 1
-            if i not in self._warned:  # once per file, not once per epoch
-                self._warned.add(i)
-                log.warning("skipping %s", exc)
-            return None
-        return {"image": image, "label": self._label_list[i], "index": i}
-
-    def centre_square(self) -> "FolderDataset":
-        """The same files, decoded as centre squares (what evaluation and ``selfsup saliency predict`` see)."""
-        if not self.whole:
-            return self
-        square = copy.copy(self)
-        square.whole = False
-        return square
-
-
-def _read_regular_file(path: Path) -> bytes:
-    """The bytes of ``path`` if it is a regular file. Opened non-blocking and checked with ``fstat`` before reading, so
-    a FIFO (which would block forever) or a device (which would read without end) is an error, not a hang."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(f"cannot read image {path}: not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or _one_line(exc)}") from None
-    finally:
-        os.close(fd)
-
-
-def _check_pixels(path: Path, data: bytes, max_pixels: Optional[int]) -> None:
-    """Refuse an image whose header declares more than ``max_pixels`` pixels, before anything is decoded (a
-    decompression bomb: a few KB of PNG that decode to gigabytes). Headers Pillow cannot parse are left to the
-    decoder, which reports them."""
-    if max_pixels is None:
-        return
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-        pixels, size = w * h, f"{w} x {h} = {w * h:,} pixels"
-    except Image.DecompressionBombError as exc:  # above twice Pillow's own limit: its message has the pixel count
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = int(found.group(1)) if found else max_pixels + 1
-        size = f"{pixels:,} pixels" if found else "more pixels than Pillow accepts"
-    except Exception:  # noqa: BLE001 - not for us to judge here: the decoder names the problem
-        return
-    if pixels > max_pixels:
-        raise DataError(f"cannot read image {path}: {size}, above data.max_pixels={max_pixels:,} "
-                        f"(raise it to read larger images)")
-
-
-def _to_uint8(img: Tensor) -> Tensor:
-    """8-bit RGB from a decoded image of another depth: 16-bit (PNG, TIFF) scaled by 255/65535, not truncated."""
-    if img.dtype == torch.uint8:
-        return img
-    if img.dtype == torch.uint16 or img.dtype == torch.int32:
-        return (img.to(torch.float32) * (255.0 / 65535.0)).round_().clamp_(0, 255).to(torch.uint8)
-    if img.is_floating_point():
-        scale = 255.0 if float(img.max()) <= 1.0 else 1.0
-        return (img.to(torch.float32) * scale).round_().clamp_(0, 255).to(torch.uint8)
-    raise DataError(f"unsupported pixel type {img.dtype}")
-
-
-def decode_image_file(path: os.PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Tensor:
-    """uint8 ``(3, H, W)`` RGB of an image file; any failure -> one-line ``DataError`` naming the file.
-
-    Only regular files are read (:func:`_read_regular_file`); an image declaring more than ``max_pixels`` pixels is
-    refused before decoding (None: no limit); 16-bit images are scaled to 8 bits (:func:`_to_uint8`).
-    """
-    from torchvision.io import ImageReadMode, decode_image
-
-    path = Path(path)
-    data = _read_regular_file(path)
-    if not data:
-        raise DataError(f"cannot read image {path}: empty file")
-    _check_pixels(path, data, max_pixels)
-    try:
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        if img.ndim == 4:  # animated GIF: first frame
-            img = img[0]
-    except Exception as tv_exc:  # noqa: BLE001 - torchvision raises RuntimeError/ValueError; try Pillow (BMP, TIFF)
-        try:
-            img = _decode_pil(data)
-        except Exception as pil_exc:  # noqa: BLE001
-            reason = pil_exc if "nsupported image file" in str(tv_exc) else tv_exc
-            raise DataError(f"cannot read image {path}: {_one_line(reason)}") from None
-    if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] == 0 or img.shape[2] == 0:
-        raise DataError(f"cannot read image {path}: decoded to an unexpected shape {tuple(img.shape)}")
-    try:
-        return _to_uint8(img)
-    except DataError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-
-
-def _decode_pil(data: bytes) -> Tensor:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.seek(0)
-        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray: convert("RGB") would clip at 255;
-            gray = torch.from_numpy(np.asarray(im).astype(np.int32))  # decode_image_file scales it (_to_uint8)
-            return gray.expand(3, *gray.shape).contiguous()
-        rgb = im.convert("RGB")
-        arr = np.asarray(rgb, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def load_image(path: os.PathLike, size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-               max_aspect: float = 1.0) -> Tensor:
-    """Decode ``path`` (:func:`decode_image_file`) and resize its short side to ``size`` (antialiased, aspect kept);
-    then cut the long side, centred, to at most ``round(max_aspect * size)`` pixels. ``max_aspect = 1`` gives the
-    centre square."""
-    from torchvision.transforms.v2 import functional as TF
-
-    img = decode_image_file(path, max_pixels)
-    h, w = img.shape[-2:]
-    if min(h, w) != size:
-        img = TF.resize(img, [size], antialias=True)
-    h, w = img.shape[-2:]
-    long_max = max(size, int(round(max_aspect * size)))
-    if h > long_max or w > long_max:
-        img = TF.center_crop(img, [min(h, long_max), min(w, long_max)])
-    return img.contiguous()
+    def _decode(self, i: int) -> Tensor:
+        return decode_image_file(self.files[i], max_pixels=self.max_pixels)

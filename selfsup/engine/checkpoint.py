@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -22,37 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from selfsup.errors import CheckpointError
+from selfsup.fileio import atomic_replace as _atomic_replace
+from selfsup.fileio import atomic_write_bytes
 
 FORMAT = "selfsup-checkpoint-v1"
-
-
-def _atomic_replace(path: Path, fill: Callable[[str], None]) -> None:
-    """``fill(tmp)`` writes a temporary file next to ``path`` (the name does not exist yet), which then replaces
-    ``path`` in one ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        fill(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def fill(tmp: str) -> None:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_replace(path, fill)
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -356,6 +356,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 raise DataError(f"no readable image in the batch of step {step}: {skipped_before + skipped} unreadable "
                                 f"images skipped so far out of {len(dataset)} in data.root={cfg.data.root}; "
                                 f"fix or remove them")
+            if world > 1 and 0 < batch["image"].shape[0] < local_batch:
+                batch = _refill(batch, local_batch)  # every rank must gather equal shapes
             images = batch["image"].to(fabric.device, non_blocking=True)
             rows = slice(rank * local_batch, rank * local_batch + images.shape[0])  # this rank's part of the step
             masks = mask_provider(batch, images, generator_for(cfg.seed, "masks", step), t.batch_size, rows)
@@ -550,6 +552,16 @@ def _state_finite(method: nn.Module, optimizer) -> bool:
     for group in optimizer.state.values():
         tensors.extend(v for v in group.values() if torch.is_tensor(v) and v.is_floating_point())
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _refill(batch: Dict[str, Any], size: int) -> Dict[str, Any]:
+    """A DDP rank's batch that lost images to ``data.skip_corrupt``, filled back to ``size`` by repeating its readable
+    images in order: the processes' gathers (negatives, queues, the monitor) need the same shape on every rank. One
+    process keeps its shorter batch instead; so a DDP run that skips images is not the one-process run's equal."""
+    n = batch["image"].shape[0]
+    take = torch.arange(size) % n
+    return {k: (v.index_select(0, take) if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
+            for k, v in batch.items()}
 
 
 def _ckpt_step(path: Path) -> str:
