@@ -43,6 +43,7 @@ class DataConfig:
     test_root: Optional[str] = None  # folder: the evaluation folder (default: ROOT/val or ROOT/test if present)
     image_size: int = 32  # folders: short side resized to this (then centre-cropped, except crop_from=whole); built-ins: native or resized
     crop_from: str = "whole"  # folders, pretraining: views are cropped from the whole image (aspect kept) or its centre square ("center")
+    decode: str = "auto"  # folders/shards, pretraining: "device" decodes JPEGs batched on the training device (nvJPEG on CUDA); auto: device on CUDA, else cpu
     max_aspect: float = 3.0  # folders with crop_from=whole: the long side is cut (centred) to at most this many short sides
     # built-in procedural dataset ("shapes")
     num_classes: int = 10
@@ -72,6 +73,7 @@ class DataConfig:
             _positive("data.limit", self.limit)
         _positive("data.max_pixels", self.max_pixels)
         _choice("data.crop_from", self.crop_from, ("whole", "center"))
+        _choice("data.decode", self.decode, ("auto", "cpu", "device"))
         if not (self.max_aspect >= 1.0 and math.isfinite(self.max_aspect)):
             raise ConfigError(f"data.max_aspect must be a finite number >= 1, got {self.max_aspect}")
         if self.workers < 0:

@@ -611,12 +611,17 @@ def _views_inspect(args: argparse.Namespace) -> int:
           f"{cfg.views.small.size}px (crop area {cfg.views.small.scale_min}..{cfg.views.small.scale_max})")
     print(stats.table())
     try:
-        ds, source = build_dataset(cfg.data, "train", for_views=True), cfg.data.dataset
+        ds, source = build_dataset(cfg.data, "train", for_views=True,
+                                   device_decode=cfg.data.decode == "device"), cfg.data.dataset
     except (ConfigError, DataError) as exc:
         cfg.data.dataset, cfg.data.train_size, cfg.data.limit = "shapes", max(args.rows, 16), None
         ds, source = build_dataset(cfg.data, "train"), f"built-in shapes ({exc})"
     rows = min(args.rows, len(ds))
     batch = collate([ds[i] for i in range(rows)])
+    if "items" in batch:  # data.decode=device
+        from selfsup.data.images import decode_on_device
+
+        batch = decode_on_device(batch, ds, torch.device("cpu"))
     sampler = MultiViewSampler(cfg.views, ds.mean, ds.std)
     size = tuple(batch["image"].shape[-2:])
     try:  # the masks pretraining would use (views.mask_source: ground truth, a saliency cache, a random ablation)

@@ -133,6 +133,10 @@ def collate(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     """
     kept = [it for it in items if it is not None]
     skipped = len(items) - len(kept)
+    if any("encoded" in it for it in kept):  # still-encoded JPEGs: the device decodes them (decode_on_device)
+        return {"items": kept, "label": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64),
+                "index": torch.tensor([int(it["index"]) for it in kept], dtype=torch.int64), "mask": None,
+                "skipped": skipped}
     if not kept:
         return {"image": torch.empty(0, 3, 0, 0, dtype=torch.uint8), "size": torch.empty(0, 2, dtype=torch.int64),
                 "label": torch.empty(0, dtype=torch.int64), "index": torch.empty(0, dtype=torch.int64), "mask": None,

@@ -78,12 +78,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False) -> ImageDataset:
+def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False, device_decode: bool = False) -> ImageDataset:
     """The ``split`` ("train" or "test") of ``cfg.dataset``, limited to the first ``cfg.limit`` images.
 
     ``for_views``: the dataset that pretraining crops its views from. Folder data then keeps each image whole (aspect
     kept, short side ``image_size``) when ``cfg.crop_from`` is "whole" (shards too); everywhere else (evaluation, saliency) images
-    are the centre square, which is the evaluation's "resize, centre-crop". ``cfg.mean`` / ``cfg.std``, when set,
+    are the centre square, which is the evaluation's "resize, centre-crop". With ``device_decode`` the views' dataset
+    leaves JPEGs encoded for :func:`selfsup.data.images.decode_on_device` (:func:`decode_on` says when). ``cfg.mean`` / ``cfg.std``, when set,
     replace the dataset's own normalisation statistics.
     """
     if split not in SPLITS:
@@ -114,11 +115,18 @@ def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False) -> Im
         ds = shard_dataset(cfg, split, whole=for_views and cfg.crop_from == "whole")
     else:
         raise ConfigError(f"unknown data.dataset '{name}'")
+    if for_views and device_decode and isinstance(ds, EncodedImageDataset):
+        ds.device_decode = True  # JPEGs stay encoded until the trainer decodes the batch (decode_on_device)
     if cfg.mean is not None:
         ds.mean = _triple(cfg.mean)
     if cfg.std is not None:
         ds.std = _triple(cfg.std)
     return ds
+
+
+def decode_on(cfg: DataConfig, device: torch.device) -> bool:
+    """Whether pretraining decodes JPEGs on ``device``: ``data.decode`` device, or auto on a CUDA device."""
+    return cfg.decode == "device" or (cfg.decode == "auto" and torch.device(device).type == "cuda")
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
@@ -602,5 +610,5 @@ class FolderDataset(EncodedImageDataset):
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.has_masks = False
 
-    def _decode(self, i: int) -> Tensor:
-        return decode_image_file(self.files[i], max_pixels=self.max_pixels)
+    def _read(self, i: int) -> Tuple[bytes, str]:
+        return _read_regular_file(self.files[i]), str(self.files[i])

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -170,12 +170,18 @@ def fit_image(img: Tensor, size: int, max_aspect: float = 1.0) -> Tensor:
 class EncodedImageDataset(ImageDataset):
     """Images stored encoded (files, shard records) and decoded lazily: what :class:`FolderDataset` and
     :class:`selfsup.data.shards.ShardDataset` share. Subclasses set ``labels``/``_label_list`` and implement
-    :meth:`_decode` (uint8 ``(3, H, W)``, or a one-line ``DataError``).
+    :meth:`_read` (the encoded bytes and a name for messages, or a one-line ``DataError``).
 
     An item's image is fitted by :func:`fit_image`: short side ``image_size``, then the centre square, or with
     ``whole`` the whole image (the long side cut to at most ``max_aspect`` short sides). With ``skip_corrupt`` an
     unreadable item is ``None`` (named in a warning once, counted in ``num_skipped``) instead of an error.
+
+    ``device_decode`` (``data.decode=device``): a JPEG item is returned still encoded (``encoded``: its bytes as a
+    uint8 tensor, after the pixel-limit check on its header), for :func:`decode_on_device` to decode the whole batch
+    at once on the training device (nvJPEG on CUDA); other formats are decoded here as usual.
     """
+
+    device_decode: bool = False
 
     def _setup(self, image_size: int, skip_corrupt: bool, max_pixels: Optional[int], whole: bool,
                max_aspect: float) -> None:
@@ -187,27 +193,94 @@ class EncodedImageDataset(ImageDataset):
         self.num_skipped = 0
         self._warned: set = set()
 
-    def _decode(self, i: int) -> Tensor:  # pragma: no cover - abstract
+    def _read(self, i: int) -> Tuple[bytes, str]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _decode(self, i: int) -> Tensor:
+        data, source = self._read(i)
+        return decode_image_bytes(data, source, self.max_pixels)
+
+    @property
+    def fit_aspect(self) -> float:
+        """The ``max_aspect`` images are fitted with (1: the centre square)."""
+        return self.max_aspect if self.whole else 1.0
+
+    def skip(self, i: int, exc: DataError) -> None:
+        """Count and name (once) an unreadable item under ``skip_corrupt``; re-raise otherwise."""
+        if not self.skip_corrupt:
+            raise exc
+        self.num_skipped += 1
+        if i not in self._warned:  # once per item, not once per epoch
+            self._warned.add(i)
+            log.warning("skipping %s", exc)
 
     def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
         i = self._check_index(index)
         try:
-            image = fit_image(self._decode(i), self.image_size, self.max_aspect if self.whole else 1.0)
+            if self.device_decode:
+                data, source = self._read(i)
+                if data[:3] == _JPEG_MAGIC:
+                    _check_pixels(source, data, self.max_pixels)
+                    return {"encoded": torch.frombuffer(bytearray(data), dtype=torch.uint8), "source": source,
+                            "label": self._label_list[i], "index": i}
+                image = fit_image(decode_image_bytes(data, source, self.max_pixels), self.image_size, self.fit_aspect)
+            else:
+                image = fit_image(self._decode(i), self.image_size, self.fit_aspect)
         except DataError as exc:
-            if not self.skip_corrupt:
-                raise
-            self.num_skipped += 1
-            if i not in self._warned:  # once per item, not once per epoch
-                self._warned.add(i)
-                log.warning("skipping %s", exc)
+            self.skip(i, exc)
             return None
         return {"image": image, "label": self._label_list[i], "index": i}
 
     def centre_square(self) -> "EncodedImageDataset":
-        """The same images, fitted as centre squares (what evaluation and ``selfsup saliency predict`` see)."""
-        if not self.whole:
+        """The same images, decoded here and fitted as centre squares (what evaluation and ``selfsup saliency
+        predict`` see)."""
+        if not self.whole and not self.device_decode:
             return self
         square = copy.copy(self)
         square.whole = False
+        square.device_decode = False
         return square
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_on_device(batch: Dict[str, Any], dataset: EncodedImageDataset, device: torch.device) -> Dict[str, Any]:
+    """Finish a batch whose JPEG items are still encoded (``data.decode=device``): decode them together on ``device``
+    (``torchvision.io.decode_jpeg`` on a list: one batched nvJPEG call on CUDA), fit each to the dataset's size there,
+    and pad the batch into one canvas (:func:`selfsup.data.base.pad_stack`) with its ``size``. Items already decoded
+    (other formats) join as they are. A JPEG the batched decoder refuses is decoded alone on the CPU, so a corrupt
+    file gets the usual one-line error, or is skipped and counted (``skipped``) with ``data.skip_corrupt``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from selfsup.data.base import pad_stack
+
+    items = batch.pop("items")
+    encoded = [k for k, it in enumerate(items) if "encoded" in it]
+    images: List[Optional[Tensor]] = [it.get("image") for it in items]
+    if encoded:
+        blobs = [items[k]["encoded"] for k in encoded]
+        try:
+            decoded = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            decoded = [None] * len(blobs)  # one bad file fails the batched call: decode one by one below
+        for k, img in zip(encoded, decoded):
+            it = items[k]
+            if img is None:
+                try:
+                    img = decode_image_bytes(it["encoded"].numpy().tobytes(), it["source"], None).to(device)
+                except DataError as exc:
+                    dataset.skip(int(it["index"]), exc)
+                    batch["skipped"] += 1
+                    continue
+            images[k] = fit_image(img, dataset.image_size, dataset.fit_aspect)
+    keep = [k for k, im in enumerate(images) if im is not None]
+    if not keep:
+        batch.update(image=torch.empty(0, 3, 0, 0, dtype=torch.uint8, device=device),
+                     size=torch.empty(0, 2, dtype=torch.int64), label=batch["label"][:0], index=batch["index"][:0])
+        return batch
+    kept = [images[k].to(device) for k in keep]
+    sel = torch.tensor(keep, dtype=torch.int64)
+    batch.update(image=pad_stack(kept), size=torch.tensor([tuple(im.shape[-2:]) for im in kept], dtype=torch.int64),
+                 label=batch["label"].index_select(0, sel), index=batch["index"].index_select(0, sel))
+    return batch

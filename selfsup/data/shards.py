@@ -29,11 +29,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from selfsup.config import DataConfig
 from selfsup.data.base import IMAGENET_MEAN, IMAGENET_STD
-from selfsup.data.images import DEFAULT_MAX_PIXELS, EncodedImageDataset, _read_regular_file, decode_image_bytes
+from selfsup.data.images import DEFAULT_MAX_PIXELS, EncodedImageDataset, _read_regular_file
 from selfsup.errors import DataError
 from selfsup.fileio import atomic_write_bytes
 
@@ -160,7 +159,7 @@ class ShardDataset(EncodedImageDataset):
                 raise DataError(f"cannot open the shards in {self.directory}: {exc}") from None
         return self._reader
 
-    def _decode(self, i: int) -> Tensor:
+    def _read(self, i: int) -> Tuple[bytes, str]:
         name = self.names[i] if i < len(self.names) else "?"
         source = f"record {i} ({name}) of {self.directory}"
         try:
@@ -170,7 +169,7 @@ class ShardDataset(EncodedImageDataset):
         except Exception as exc:  # noqa: BLE001 - a truncated or corrupt chunk
             raise DataError(f"cannot read image {source}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") \
                 from None
-        return decode_image_bytes(bytes(record["image"]), source, self.max_pixels)
+        return bytes(record["image"]), source
 
 
 def shard_dataset(cfg: DataConfig, split: str, whole: bool = False) -> ShardDataset:

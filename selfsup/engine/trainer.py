@@ -41,7 +41,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from selfsup.config import Config, load_config, to_dict, to_yaml
-from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.datasets import build_dataset, collate, decode_on
+from selfsup.data.images import decode_on_device
 from selfsup.data.masks import MaskProvider
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
@@ -227,7 +228,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     if fabric.is_global_zero:
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    dataset = build_dataset(cfg.data, "train", for_views=True)
+    dataset = build_dataset(cfg.data, "train", for_views=True, device_decode=decode_on(cfg.data, fabric.device))
     mask_provider = MaskProvider(cfg.views, dataset, cfg.data.dataset)  # errors here: no masks, stale cache
     steps_per_epoch = len(dataset) // t.batch_size
     if steps_per_epoch == 0:
@@ -350,6 +351,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         while step < total_steps:
             t0 = time.perf_counter()
             batch = next(it)
+            if "items" in batch:  # data.decode=device: the batch's JPEGs are decoded together on the device
+                batch = decode_on_device(batch, dataset, fabric.device)
             t1 = time.perf_counter()
             skipped += int(batch.get("skipped", 0))
             if cfg.data.skip_corrupt and _any_flag(fabric, batch["image"].shape[0] == 0):
