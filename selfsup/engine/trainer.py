@@ -348,6 +348,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         if start_step == 0:  # the initial weights: a run that diverges at once still has a good checkpoint
             checkpoint(0)
         it = iter(loader)
+        ahead = _Prefetch(lambda s: sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", s)))
+        ahead.start(step)
         while step < total_steps:
             t0 = time.perf_counter()
             batch = next(it)
@@ -364,7 +366,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             images = batch["image"].to(fabric.device, non_blocking=True)
             rows = slice(rank * local_batch, rank * local_batch + images.shape[0])  # this rank's part of the step
             masks = mask_provider(batch, images, generator_for(cfg.seed, "masks", step), t.batch_size, rows)
-            params = sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", step))[rows]
+            params = ahead.take(step, step + 1 if step + 1 < total_steps else None)[rows]
             views = sampler(images, masks, params, batch["size"])  # boxes placed in each image's own size
             if t.channels_last:
                 views.large = [v.contiguous(memory_format=torch.channels_last) for v in views.large]
@@ -463,6 +465,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 result.stopped_early = True
                 break
     finally:
+        if "ahead" in locals():
+            ahead.close()
         progress.close()
         if step_log is not None:
             step_log.close()
@@ -555,6 +559,33 @@ def _state_finite(method: nn.Module, optimizer) -> bool:
     for group in optimizer.state.values():
         tensors.extend(v for v in group.values() if torch.is_tensor(v) and v.is_floating_point())
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+class _Prefetch:
+    """Draws the next step's view parameters in a background thread while this step runs: at a global batch of 4096
+    the draw costs about 11 ms of CPU a step, which would otherwise sit between GPU steps. Each step's draw comes from
+    its own generator (seed, "views", step), so the result is the same as drawing it in line, resumed runs included."""
+
+    def __init__(self, draw) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.draw = draw
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfsup-views")
+        self.future = None
+        self.step: Optional[int] = None
+
+    def start(self, step: int) -> None:
+        self.step, self.future = step, self.pool.submit(self.draw, step)
+
+    def take(self, step: int, next_step: Optional[int]):
+        value = self.future.result() if self.future is not None and self.step == step else self.draw(step)
+        self.future = None
+        if next_step is not None:
+            self.start(next_step)
+        return value
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _refill(batch: Dict[str, Any], size: int) -> Dict[str, Any]:

@@ -32,8 +32,17 @@ from selfsup.losses.pairing import multiview_loss
 
 
 def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optional[torch.Generator] = None,
-                      device: torch.device | str = "cpu") -> Tensor:
+                      device: torch.device | str = "cpu", count: Optional[int] = None,
+                      ordered: bool = True) -> Tensor:
     """Candidate indices ``(B, 1 + n_e)``: column 0 is the anchor itself, then n_e distinct other batch items.
+    With ``count``, ``(count, B, 1 + n_e)``: that many independent draws made as one (RELICv2 draws one per view pair,
+    24 a step with the paper's views). ``ordered=False`` leaves the negatives of a row in Floyd's order (the set is
+    still uniform, the order is not): the loss is a softmax over the set, so RELICv2's loss does not need the shuffle,
+    which was most of the cost (a sort of ``B x n_e`` keys per pair).
+
+    Where the draws are made: on ``device`` when it is an accelerator (from a generator on it, seeded by one number
+    drawn from ``generator``: the same on every rank and after a resume, and no CPU work or transfer per step),
+    otherwise on the CPU from ``generator``.
 
     Each row draws its negatives uniformly without replacement from the B - 1 other items, in a uniformly random order
     (the first n_e entries of a random permutation of the others). The draw uses ``generator`` on the CPU, so every
@@ -48,37 +57,46 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
     if not 1 <= num_negatives <= batch_size - 1:
         raise ValueError(f"num_negatives must be in [1, {batch_size - 1}] for a batch of {batch_size}, "
                          f"got {num_negatives}")
+    rows = batch_size * (1 if count is None else count)
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        generator = torch.Generator(device=dev).manual_seed(seed)
     if 8 * num_negatives < batch_size:
-        others = _random_ordered_subset(batch_size, batch_size - 1, num_negatives, generator)
+        others = _random_ordered_subset(rows, batch_size - 1, num_negatives, generator, ordered=ordered, device=dev)
     else:
-        keys = torch.rand(batch_size, batch_size - 1, generator=generator)
+        keys = torch.rand(rows, batch_size - 1, generator=generator, device=dev)
         # the n_e smallest keys: the first n_e of a random permutation (same set and order as argsort)
         others = keys.topk(num_negatives, dim=1, largest=False, sorted=True).indices
-    anchors = torch.arange(batch_size).unsqueeze(1)
+    anchors = torch.arange(batch_size, device=dev).repeat(rows // batch_size).unsqueeze(1)
     others = others + (others >= anchors).long()  # skip the anchor's own index
-    return torch.cat([anchors, others], dim=1).to(device)
+    out = torch.cat([anchors, others], dim=1)
+    return (out if count is None else out.view(count, batch_size, 1 + num_negatives)).to(device)
 
 
-def _random_ordered_subset(rows: int, n: int, k: int, generator: Optional[torch.Generator]) -> Tensor:
+def _random_ordered_subset(rows: int, n: int, k: int, generator: Optional[torch.Generator], *, ordered: bool = True,
+                           device: torch.device = torch.device("cpu")) -> Tensor:
     """``(rows, k)``: for every row, k distinct values of ``range(n)`` in uniformly random order (equivalently the first
     k entries of a uniformly random permutation).
 
     Floyd's algorithm draws a uniform k-subset in k steps (step j in n-k..n-1: t uniform in [0, j]; keep t unless it
     was drawn already, else keep j), all rows at once with one membership test a step; a random key per entry then
-    shuffles the order.
+    shuffles the order (``ordered``; without it the k-subset is uniform but its order is Floyd's).
     """
-    chosen = torch.empty((rows, k), dtype=torch.long)
+    chosen = torch.empty((rows, k), dtype=torch.long, device=device)
     for i, j in enumerate(range(n - k, n)):
-        t = torch.randint(0, j + 1, (rows,), generator=generator)
+        t = torch.randint(0, j + 1, (rows,), generator=generator, device=device)
         seen = (chosen[:, :i] == t.unsqueeze(1)).any(1)
         chosen[:, i] = torch.where(seen, torch.full_like(t, j), t)
-    order = torch.rand(rows, k, generator=generator).argsort(dim=1)
+    if not ordered:
+        return chosen
+    order = torch.rand(rows, k, generator=generator, device=device).argsort(dim=1)
     return chosen.gather(1, order)
 
 
 def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta: float = 1.0,
                     contrast_scale: float = 1.0, num_negatives: Optional[int] = None,
-                    generator: Optional[torch.Generator] = None) -> Tensor:
+                    generator: Optional[torch.Generator] = None, candidates: Optional[Tensor] = None) -> Tensor:
     """RELICv2 loss of one pair of view batches (eq. 1-2; method-details A1).
 
     Args:
@@ -90,6 +108,8 @@ def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta:
         num_negatives: n_e negatives per anchor; None uses all other batch items. A value >= B - 1 also uses all of
             them (a batch smaller than n_e + 1 cannot supply more), which is the same candidate set.
         generator: CPU generator for the negative sampling (reproducibility and identical draws across DDP ranks).
+        candidates: ``(B, 1 + n_e)`` candidates drawn beforehand (:func:`sample_candidates`); then ``generator`` is
+            not used.
     """
     if online.shape != target.shape or online.dim() != 2:
         raise ValueError(f"online and target must be (B, D) of the same shape, got {tuple(online.shape)} "
@@ -106,7 +126,8 @@ def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta:
             log_pt = F.log_softmax(scores.T, dim=1)  # rows: pt_i over j of S_ji
             log_p_pos = log_p.diagonal()
         else:
-            cand = sample_candidates(batch, num_negatives, generator=generator, device=online.device)
+            cand = (candidates.to(online.device) if candidates is not None
+                    else sample_candidates(batch, num_negatives, generator=generator, device=online.device))
             s_row = torch.einsum("bd,bnd->bn", z, k[cand]) / temperature  # S_{i, c_ij}
             s_col = torch.einsum("bd,bnd->bn", k, z[cand]) / temperature  # S_{c_ij, i}
             log_p = F.log_softmax(s_row, dim=1)
@@ -132,8 +153,21 @@ def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[
         online_small: S tensors (B, D), the online network on each small view (small views never reach the target).
         target_large: L tensors (B, D), the target network on each large view.
         alpha: SSLight's re-balancing of large-large against small-large terms; None (RELICv2) is the plain mean.
-        Other arguments as :func:`relic_pair_loss`; each pair draws its own negatives from ``generator``.
+        Other arguments as :func:`relic_pair_loss`; each pair has its own negatives, all drawn in one call before the
+        first pair (in the pairs' order; unordered within a row, which the loss does not see; on the embeddings'
+        device, see :func:`sample_candidates`).
     """
-    return multiview_loss(relic_pair_loss, {"large": list(online_large), "small": list(online_small)},
-                          list(target_large), alpha=alpha, include_same=True, temperature=temperature, beta=beta,
-                          contrast_scale=contrast_scale, num_negatives=num_negatives, generator=generator)
+    online = {"large": list(online_large), "small": list(online_small)}
+    batch = online_large[0].shape[0] if online_large else 0
+    pair_fn = relic_pair_loss
+    if num_negatives is not None and 0 < num_negatives < batch - 1:
+        pairs = (len(online_large) + len(online_small)) * len(target_large)
+        draws = iter(sample_candidates(batch, num_negatives, generator=generator, count=pairs, ordered=False,
+                                       device=online_large[0].device).unbind(0))
+
+        def pair_fn(o: Tensor, t: Tensor, **kw) -> Tensor:
+            return relic_pair_loss(o, t, candidates=next(draws), **kw)
+
+    return multiview_loss(pair_fn, online, list(target_large), alpha=alpha, include_same=True,
+                          temperature=temperature, beta=beta, contrast_scale=contrast_scale,
+                          num_negatives=num_negatives, generator=generator)

@@ -89,6 +89,27 @@ def test_floyd_sampler_draws_uniform_ordered_tuples():
     assert abs(freq.mean().item() - 3 / 63) < 1e-3 and freq.std().item() < 0.02
 
 
+def test_unordered_floyd_subsets_are_uniform_and_the_loss_ignores_their_order():
+    """ordered=False (what relic_multiview_loss draws): every k-subset equally likely; the pair loss is the same for
+    any order of the negatives in a row."""
+    from collections import Counter
+
+    from selfsup.losses.relic import _random_ordered_subset
+
+    draws = _random_ordered_subset(60000, 6, 3, torch.Generator().manual_seed(0), ordered=False)
+    counts = Counter(frozenset(r) for r in draws.tolist())
+    assert len(counts) == 20 and all(len(c) == 3 for c in counts)  # C(6, 3) subsets, no repeats within a row
+    expected = 60000 / 20
+    assert max(abs(c - expected) for c in counts.values()) < 5 * expected ** 0.5
+    g = torch.Generator().manual_seed(2)
+    online, target = torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
+    cand = sample_candidates(30, 3, generator=g, ordered=False)
+    shuffled = torch.cat([cand[:, :1], cand[:, 1:].flip(1)], dim=1)
+    a = relic_pair_loss(online, target, temperature=0.2, num_negatives=3, candidates=cand)
+    b = relic_pair_loss(online, target, temperature=0.2, num_negatives=3, candidates=shuffled)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_num_negatives_at_least_batch_uses_everyone():
     g = torch.Generator().manual_seed(2)
     online, target = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
@@ -171,6 +192,34 @@ def test_multiview_loss_matches_loops_over_eq3():
     expected = total / ((L + S) * L)
     got = relic_multiview_loss(ol, os_, tl, temperature=0.2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_multiview_subsampled_negatives_are_one_draw_in_pair_order():
+    """With n_e < B - 1, eq. 3's pairs take their negatives from one batched draw (sample_candidates(count=pairs)),
+    slice k for the k-th pair of view_pairs: the same loss as the loops over eq. 3 with those candidates."""
+    g = torch.Generator().manual_seed(7)
+    L, S, B, D, n_e = 2, 2, 40, 6, 3
+    ol = [torch.randn(B, D, generator=g) for _ in range(L)]
+    os_ = [torch.randn(B, D, generator=g) for _ in range(S)]
+    tl = [torch.randn(B, D, generator=g) for _ in range(L)]
+    draws = sample_candidates(B, n_e, generator=torch.Generator().manual_seed(1), count=(L + S) * L, ordered=False)
+    assert draws.shape == ((L + S) * L, B, 1 + n_e)
+    for d in draws:  # each slice: the anchor, then n_e distinct others
+        assert torch.equal(d[:, 0], torch.arange(B))
+        assert all(len(set(row[1:].tolist())) == n_e and row[0] not in row[1:].tolist() for row in d)
+    assert not torch.equal(draws[0], draws[1])
+    total, k = 0.0, 0
+    for l1 in range(L):
+        for l2 in range(L):
+            total += _loop_pair_loss(ol[l2], tl[l1], 0.2, 1.0, 1.0, draws[k].tolist())
+            k += 1
+    for l1 in range(L):
+        for s in range(S):
+            total += _loop_pair_loss(os_[s], tl[l1], 0.2, 1.0, 1.0, draws[k].tolist())
+            k += 1
+    got = relic_multiview_loss(ol, os_, tl, temperature=0.2, num_negatives=n_e,
+                               generator=torch.Generator().manual_seed(1))
+    assert got.item() == pytest.approx(total / ((L + S) * L), rel=1e-5)
 
 
 def test_alpha_rebalancing_and_its_baseline():
