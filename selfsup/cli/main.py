@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--stage-units", type=int, default=None,
                     help="units in every stage (VGG: convs per block); default: each architecture's own")
     st.add_argument("--no-baselines", action="store_true", help="skip the random-init rows")
+    st.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the table and figures from the cells finished so far")
     st.add_argument("--out", "-o", default=None, help="study folder (default: runs/study_<data>)")
     st.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -469,7 +471,7 @@ def _study(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/study_{args.data}")
     run_study(names(args.methods, "--methods"), names(args.archs, "--archs"), widths, args.data, out,
               args.overrides, stage_units=args.stage_units, baselines=not args.no_baselines,
-              progress=not args.quiet)
+              progress=not args.quiet, run=not args.report_only)
     print((out / "table.md").read_text())
     print(f"study: {out}/table.md, table.csv, heatmap.png, pretext_vs_downstream.png, depth.png, width.png")
     return 0

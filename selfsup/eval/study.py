@@ -162,8 +162,9 @@ def run_cell(cell: Cell, cfg: Config, progress: bool) -> dict:
 
 def run_study(methods: Sequence[str], archs: Sequence[str], widths: Sequence[float], data: str, out: Path,
               overrides: Sequence[str] = (), stage_units: Optional[int] = None, baselines: bool = True,
-              progress: bool = True) -> List[dict]:
-    """Run (or finish) the grid and write its outputs; returns every cell's result."""
+              progress: bool = True, run: bool = True) -> List[dict]:
+    """Run (or finish) the grid and write its outputs; returns every cell's result. ``run=False`` runs nothing: the
+    outputs are written from the cells already finished (a partial grid leaves its cells blank)."""
     out = Path(out)
     cells = study_cells(methods, archs, widths, baselines)
     configs = [cell_config(c, data, stage_units, overrides, out, methods) for c in cells]  # all errors up front
@@ -174,6 +175,8 @@ def run_study(methods: Sequence[str], archs: Sequence[str], widths: Sequence[flo
         done = Path(cfg.out) / "cell.json"
         if done.is_file():
             results.append(json.loads(done.read_text()))
+            continue
+        if not run:
             continue
         results.append(run_cell(cell, cfg, progress=False))
         write_outputs(results, out, methods, archs, widths)

@@ -58,6 +58,11 @@ def test_study_cli_writes_table_and_figures_and_skips_done_cells(tmp_path, capsy
     stamp = (out / "cells" / "rotation_revnet50_k0.5" / "cell.json").stat().st_mtime_ns
     assert main(args) == 0  # everything done: every cell is skipped
     assert (out / "cells" / "rotation_revnet50_k0.5" / "cell.json").stat().st_mtime_ns == stamp
+    # --report-only on a larger grid runs nothing and tabulates the finished cells (the new width stays blank)
+    wider = [a if a != "0.5" else "0.5,1" for a in args]
+    assert main([*wider, "--report-only"]) == 0
+    assert not (out / "cells" / "rotation_revnet50_k1").exists()
+    assert "revnet50 k=1" in (out / "table.md").read_text() and len(json.loads((out / "study.json").read_text())["cells"]) == 6
 
 
 def test_study_bad_options_are_one_line(capsys):
