@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.errors import ConfigError, DataError
+from selfsup.fileio import atomic_write_bytes
 
 __all__ = ["random_masks", "edit_masks", "place_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
 
@@ -184,11 +185,9 @@ class MaskCache:
 
         def finish() -> "MaskCache":
             arr.flush()
-            os.replace(tmp, npy)
+            os.replace(tmp, npy)  # the filled memmap is the temporary file: one rename puts it in place
             record = dict(fingerprint, mask_size=int(mask_size))
-            tmp_meta = meta.with_name(meta.name + ".tmp")
-            tmp_meta.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp_meta, meta)
+            atomic_write_bytes(meta, (json.dumps(record, indent=2) + "\n").encode())
             return cls(np.load(npy, mmap_mode="r"), record, npy)
 
         return arr, finish

@@ -45,6 +45,7 @@ from selfsup.data.augment import normalize
 from selfsup.data.datasets import build_dataset, resize_images
 from selfsup.data.saliency import saliency_maps
 from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_state
+from selfsup.engine.devices import device_for
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.losses.fbeta import fbeta_loss
 from selfsup.metrics.saliency import saliency_scores
@@ -73,15 +74,6 @@ def guided_filter(p: Tensor, guide: Tensor, radius: int, eps: float) -> Tensor:
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     return box(a) * guide + box(b)
-
-
-def _device(cfg: Config) -> torch.device:
-    acc = cfg.train.accelerator
-    if acc in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if acc == "cuda":
-        raise ConfigError("train.accelerator=cuda but no CUDA device is available")
-    return torch.device("cpu")
 
 
 def dataset_images(dataset, indices: Sequence[int], size: int) -> Tensor:
@@ -135,7 +127,7 @@ def train_saliency_net(cfg: Config, images: Tensor, targets: Sequence[Tensor], t
     per label set, each binarised at its threshold; the loss is averaged over the sets). Returns the network, the
     bias-corrected moving average of its smoothed training predictions (``track_mva``) and the mean loss per epoch."""
     s = cfg.saliency
-    device = _device(cfg)
+    device = device_for(cfg)
     n, size = images.shape[0], images.shape[-1]
     net = build_saliency_net(cfg, size, seed).to(device)
     net.train()
@@ -366,7 +358,7 @@ def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, spli
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = _device(cfg)
+    device = device_for(cfg)
     net, meta = load_saliency_net(net_path, cfg)
     net.to(device)
     dataset = build_dataset(cfg.data, split)

@@ -17,6 +17,7 @@ from selfsup.config import Config, load_config
 from selfsup.data.datasets import ImageDataset, build_dataset, collate
 from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sampler
 from selfsup.engine.checkpoint import load_backbone_state
+from selfsup.engine.devices import device_for  # noqa: F401  (re-exported for the eval modules)
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
 from selfsup.metrics.knn import knn_classify
@@ -79,13 +80,6 @@ def load_backbone(cfg: Config, checkpoint: Optional[str], representation: bool =
 
 def eval_size(cfg: Config, dataset: ImageDataset) -> int:
     return cfg.eval.image_size or max(1, round(dataset.image_size * cfg.eval.crop_ratio))
-
-
-def device_for(cfg: Config) -> torch.device:
-    acc = cfg.train.accelerator
-    if acc in ("cuda", "gpu") or (acc == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 @dataclass
