@@ -142,7 +142,7 @@ def main() -> None:
             sampler(pad_stack(imgs), None, sampler.sample_params(len(imgs), g), sizes)
 
         def ours_full():
-            imgs = [fit_image(decode_image_bytes(b, "photo"), 256, 3.0) for b in batch_of(blobs)]
+            imgs = [fit_image(decode_image_bytes(b, "photo", min_side=256), 256, 3.0) for b in batch_of(blobs)]
             sizes = torch.tensor([tuple(t.shape[-2:]) for t in imgs])
             sampler(pad_stack(imgs), None, sampler.sample_params(len(imgs), g), sizes)
 

@@ -27,7 +27,8 @@ def photos(tmp_path):
 
 
 def _cfg(root, decode, skip=True):
-    return DataConfig(dataset="folder", root=str(root), image_size=16, decode=decode, skip_corrupt=skip)
+    # image_size 20: every photo's short side is below 2 x 20, so the CPU decodes at full scale, as the device does
+    return DataConfig(dataset="folder", root=str(root), image_size=20, decode=decode, skip_corrupt=skip)
 
 
 def _views_ds(cfg):
@@ -46,7 +47,7 @@ def test_device_decoded_batch_equals_the_cpu_batch(photos):
     assert torch.equal(batch["image"], ref["image"]) and torch.equal(batch["size"], ref["size"])
     assert torch.equal(batch["index"], ref["index"]) and torch.equal(batch["label"], ref["label"])
     # evaluation and mask caches see decoded centre squares, whatever data.decode says
-    assert "image" in dev.centre_square()[0] and build_dataset(_cfg(photos, "device"), "train")[0]["image"].shape[-1] == 16
+    assert "image" in dev.centre_square()[0] and build_dataset(_cfg(photos, "device"), "train")[0]["image"].shape[-1] == 20
 
 
 def test_auto_decodes_on_cuda_only():
@@ -68,3 +69,25 @@ def test_pretrain_with_device_decoding(photos, tmp_path):
                    "train.steps=2", "train.batch_size=4", "monitor.knn_every_steps=0")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "backbone.safetensors").is_file()
+
+
+def test_large_jpegs_decode_at_a_reduced_dct_scale_close_to_the_full_decode():
+    """A JPEG at least twice the target side is decoded at 1/2, 1/4 or 1/8 scale (short side still >= the target);
+    after the resize to the target it is within a few grey levels of the full decode."""
+    import io
+
+    from selfsup.data.images import decode_image_bytes, fit_image
+
+    y, x = np.mgrid[0:300, 0:400]
+    rng = np.random.default_rng(0)
+    arr = np.stack([128 + 100 * np.sin(x / 37.0), 128 + 100 * np.cos(y / 23.0), (x + y) % 256], axis=-1)
+    arr = np.clip(arr + rng.normal(0, 4, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=92)
+    full = decode_image_bytes(buf.getvalue(), "photo")
+    reduced = decode_image_bytes(buf.getvalue(), "photo", min_side=64)
+    assert tuple(full.shape[-2:]) == (300, 400) and tuple(reduced.shape[-2:]) == (75, 100)  # 1/4: 1/8 would be < 64
+    assert tuple(decode_image_bytes(buf.getvalue(), "photo", min_side=200).shape[-2:]) == (300, 400)  # 1.5x: none
+    a, b = fit_image(full, 64, 3.0).float(), fit_image(reduced, 64, 3.0).float()
+    assert a.shape == b.shape == (3, 64, 85)
+    assert (a - b).abs().mean() < 3.0
