@@ -98,6 +98,23 @@ def atomic_save_safetensors(path: Path, tensors: Dict[str, torch.Tensor], metada
     _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata={k: str(v) for k, v in metadata.items()}))
 
 
+def load_backbone_weights(backbone: nn.Module, path: Path | str, what: str, cfg_model: Any) -> None:
+    """Load the backbone stored at ``path`` (:func:`load_backbone_state`) into ``backbone``; a checkpoint that does not
+    fit ``cfg_model`` (another backbone or width; missing or extra tensors) is a one-line ``CheckpointError`` that
+    starts with ``what`` (the option or path the user gave)."""
+    state, _ = load_backbone_state(path)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch: e.g. model.width overridden against the checkpoint
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
+        raise CheckpointError(f"{what} does not fit model.backbone={cfg_model.backbone} "
+                              f"width={cfg_model.width}: {detail[:200]}") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{what} does not fit model.backbone={cfg_model.backbone} "
+                              f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+
+
 def load_backbone_state(path: Path | str) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
     """(state_dict, config YAML or None) of the backbone stored in a ``.safetensors`` file or a training checkpoint."""
     path = Path(path)

@@ -44,7 +44,7 @@ from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.augment import normalize
 from selfsup.data.datasets import build_dataset, resize_images
 from selfsup.data.saliency import saliency_maps
-from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_state
+from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_weights
 from selfsup.engine.devices import device_for
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.losses.fbeta import fbeta_loss
@@ -96,15 +96,7 @@ def build_saliency_net(cfg: Config, image_size: int, seed: int) -> SaliencyNet:
     torch.manual_seed(seed)
     backbone = create_backbone(cfg.model, image_size=image_size)
     if cfg.saliency.encoder:
-        state, _ = load_backbone_state(cfg.saliency.encoder)
-        try:
-            missing, unexpected = backbone.load_state_dict(state, strict=False)
-        except RuntimeError:
-            raise CheckpointError(f"saliency.encoder={cfg.saliency.encoder} does not fit model.backbone="
-                                  f"{cfg.model.backbone} width={cfg.model.width}") from None
-        if missing or unexpected:
-            raise CheckpointError(f"saliency.encoder={cfg.saliency.encoder} does not fit model.backbone="
-                                  f"{cfg.model.backbone} (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+        load_backbone_weights(backbone, cfg.saliency.encoder, f"saliency.encoder={cfg.saliency.encoder}", cfg.model)
     return SaliencyNet(backbone, image_size, cfg.saliency.decoder_channels)
 
 

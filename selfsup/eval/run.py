@@ -16,7 +16,7 @@ from torch import nn
 from selfsup.config import Config, load_config
 from selfsup.data.datasets import ImageDataset, build_dataset, collate
 from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sampler
-from selfsup.engine.checkpoint import load_backbone_state
+from selfsup.engine.checkpoint import load_backbone_state, load_backbone_weights
 from selfsup.engine.devices import device_for  # noqa: F401  (re-exported for the eval modules)
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
@@ -57,17 +57,7 @@ def load_backbone(cfg: Config, checkpoint: Optional[str], representation: bool =
     torch.manual_seed(cfg.seed)
     backbone = create_backbone(cfg.model, image_size=backbone_input_size(cfg))
     if checkpoint:
-        state, _ = load_backbone_state(checkpoint)
-        try:
-            missing, unexpected = backbone.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # a shape mismatch: e.g. model.width overridden against the checkpoint
-            first = str(exc).strip().splitlines()
-            detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
-            raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
-                                  f"width={cfg.model.width}: {detail[:200]}") from None
-        if missing or unexpected:
-            raise CheckpointError(f"{checkpoint} does not fit model.backbone={cfg.model.backbone} "
-                                  f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+        load_backbone_weights(backbone, checkpoint, str(checkpoint), cfg.model)
     if not representation:
         return backbone
     if cfg.eval.vit_last_blocks > 1:
