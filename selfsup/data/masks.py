@@ -45,7 +45,7 @@ from torch import Tensor
 from selfsup.errors import ConfigError, DataError
 from selfsup.fileio import atomic_write_bytes
 
-__all__ = ["random_masks", "edit_masks", "place_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
+__all__ = ["random_masks", "edit_masks", "resize_masks", "place_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
 
 _FINGERPRINT_IMAGES = 16
 
@@ -75,6 +75,15 @@ def random_masks(kind: str, n: int, size: int, area: float, generator: torch.Gen
     else:
         raise ValueError(f"unknown random mask kind {kind!r}")
     return m.to(torch.uint8) * 255
+
+
+def resize_masks(masks: Tensor, size: int) -> Tensor:
+    """uint8 masks ``(B, 1, h, w)`` resized to ``size x size`` bilinearly (no antialiasing: a mask's edge stays an
+    edge), rounded back to uint8; returned as they are when they already have the size."""
+    if tuple(masks.shape[-2:]) == (size, size):
+        return masks
+    m = F.interpolate(masks.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return m.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def place_masks(masks: Tensor, sizes: Tensor, canvas: Tuple[int, int], region: str, mode: str = "bilinear") -> Tensor:
@@ -234,10 +243,7 @@ class MaskCache:
         """The masks of dataset indices ``index`` as uint8 ``(B, 1, size, size)`` on ``device``."""
         idx = index.cpu().numpy()
         m = torch.from_numpy(np.ascontiguousarray(self.masks[idx])).unsqueeze(1).to(device, non_blocking=True)
-        if m.shape[-1] != size:
-            m = F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
-            m = m.round_().clamp_(0, 255).to(torch.uint8)
-        return m
+        return resize_masks(m, size)
 
 
 class MaskProvider:

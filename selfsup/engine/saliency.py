@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.augment import normalize
 from selfsup.data.datasets import build_dataset, resize_images
+from selfsup.data.masks import resize_masks
 from selfsup.data.saliency import saliency_maps
 from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_weights
 from selfsup.engine.devices import device_for
@@ -304,11 +305,7 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
 
 def dataset_images_masks(dataset, indices: Sequence[int], size: int) -> np.ndarray:
     """uint8 ground-truth masks ``(N, size, size)`` of the dataset's images at ``indices``."""
-    masks = torch.stack([dataset[int(i)]["mask"] for i in indices])
-    if masks.shape[-1] != size:
-        masks = F.interpolate(masks.float(), size=(size, size), mode="bilinear", align_corners=False)
-        masks = masks.round_().clamp_(0, 255).to(torch.uint8)
-    return masks[:, 0].numpy()
+    return resize_masks(torch.stack([dataset[int(i)]["mask"] for i in indices]), size)[:, 0].numpy()
 
 
 def load_saliency_net(path: os.PathLike, cfg: Config) -> Tuple[SaliencyNet, dict]:
