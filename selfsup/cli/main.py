@@ -637,7 +637,7 @@ def _views_inspect(args: argparse.Namespace) -> int:
                                                                   source_size=size), batch["size"])
     out = Path(args.out or f"views-{cfg.name}.png")
     ratio = f", mean(PS_g/PS_l)={stats.ps_ratio_mean:.2f}" if stats.ps_ratio_mean is not None else ""
-    plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=masks,
+    plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=masks, sizes=batch["size"],
                    title=f"{cfg.name}: {cfg.views.large.count}x{cfg.views.large.size} + "
                          f"{cfg.views.small.count}x{cfg.views.small.size}{ratio}")
     print(f"views of {source}: {out}")

@@ -97,17 +97,20 @@ def _to_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 def plot_view_grid(images: torch.Tensor, views, mean: Sequence[float], std: Sequence[float], png: Path,
-                   masks: Optional[torch.Tensor] = None, title: str = "sampled views") -> Path:
-    """One row per source image: the image, its mask (if any), then every large and small view."""
+                   masks: Optional[torch.Tensor] = None, title: str = "sampled views",
+                   sizes: Optional[torch.Tensor] = None) -> Path:
+    """One row per source image: the image, its mask (if any), then every large and small view. ``sizes`` (h, w per
+    image) shows each image of a padded canvas at its own size, without the padding."""
     n = images.shape[0]
     cols = 1 + (masks is not None) + len(views.large) + len(views.small)
     fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.5 * n + 0.4), dpi=100, squeeze=False)
     heads = ["image"] + (["mask"] if masks is not None else [])
     heads += [f"large {i + 1}" for i in range(len(views.large))] + [f"small {i + 1}" for i in range(len(views.small))]
     for r in range(n):
-        panels = [images[r].permute(1, 2, 0).cpu().numpy()]
+        h, w = (int(v) for v in sizes[r]) if sizes is not None else images.shape[-2:]
+        panels = [images[r, :, :h, :w].permute(1, 2, 0).cpu().numpy()]
         if masks is not None:
-            panels.append(masks[r, 0].float().cpu().numpy() / 255.0)
+            panels.append(masks[r, 0, :h, :w].float().cpu().numpy() / 255.0)
         panels += [_to_image(v[r].float(), mean, std) for v in views.large + views.small]
         for c, (ax, img) in enumerate(zip(axes[r], panels)):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255 if c == 0 else 1,
