@@ -362,12 +362,15 @@ def plot_scatter_groups(points: Dict[str, List[tuple]], png: Path, xlabel: str, 
     return save_figure(fig, png, tight=True)
 
 
-def plot_lines(lines: Dict[str, Dict[float, float]], png: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """One line per entry (``{label: {x: y}}``), points sorted by x."""
+def plot_lines(lines: Dict[str, Dict[float, float]], png: Path, xlabel: str, ylabel: str, title: str,
+               styles: Optional[Dict[str, dict]] = None) -> Path:
+    """One line per entry (``{label: {x: y}}``), points sorted by x; ``styles`` gives a line's matplotlib keywords
+    (colour, marker, linestyle), so that many lines stay distinguishable."""
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for label, values in lines.items():
         xs = sorted(values)
-        ax.plot(xs, [values[x] for x in xs], marker="o", label=label)
+        style = {"marker": "o", **((styles or {}).get(label) or {})}
+        ax.plot(xs, [values[x] for x in xs], label=label, **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

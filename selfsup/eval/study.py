@@ -245,12 +245,18 @@ def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs:
     paths["depth"] = plots.plot_depth_panels(panels, out / "depth.png",
                                              title="linear top-1 at every depth (Revisiting Fig. 5)")
     width_lines: Dict[str, Dict[float, float]] = {}
+    styles: Dict[str, dict] = {}  # colour = method, marker and dash = architecture
+    markers, dashes = "osD^v*", ["-", "--", ":", "-."]
     for r in results:
         for frac, accs in r.get("results", {}).get("lbfgs", {}).items():
             if accs.get("pre_logits") is not None:
                 label = f"{r['method']} / {r['arch']}" + ("" if frac == "1" else f", {float(frac):.0%} labels")
                 width_lines.setdefault(label, {})[float(r["k"])] = accs["pre_logits"]
+                m = rows.index(r["method"]) if r["method"] in rows else len(rows)
+                a = list(archs).index(r["arch"]) if r["arch"] in archs else len(archs)
+                styles[label] = {"color": f"C{m % 10}", "marker": markers[a % len(markers)],
+                                 "linestyle": dashes[a % len(dashes)]}
     paths["width"] = plots.plot_lines(width_lines, out / "width.png", xlabel="widening factor k",
                                       ylabel="pre-logits linear top-1 (%)",
-                                      title="accuracy against width (Revisiting Fig. 7)")
+                                      title="accuracy against width (Revisiting Fig. 7)", styles=styles)
     return paths
