@@ -113,5 +113,6 @@ def test_shards_train_under_two_process_ddp_with_an_exact_resume(tmp_path, packe
     assert first.step == 2 and rest.step == 4
     assert first.losses + rest.losses == full.losses
     a, b = load_checkpoint(tmp_path / "full" / "last.ckpt"), load_checkpoint(tmp_path / "cut" / "last.ckpt")
+    assert a["skipped"] == b["skipped"] > 0  # the corrupt record was drawn: a rank refilled its batch (_refill)
     for key in a["method"]:
         assert torch.equal(a["method"][key], b["method"][key]), key
