@@ -171,6 +171,8 @@ class QualityMonitor:
 def _knn_subsets(cfg: Config, train_set: ImageDataset):
     """The fixed memory bank (training images) and queries (test images, else other training images), seeded."""
     m = cfg.monitor
+    if hasattr(train_set, "centre_square"):  # pretraining's whole-image / still-encoded items: probe centre squares
+        train_set = train_set.centre_square()
     gen = torch.Generator().manual_seed(cfg.seed)
     labelled = (train_set.labels >= 0).nonzero().flatten()
     order = labelled[torch.randperm(labelled.numel(), generator=gen)]
