@@ -21,18 +21,17 @@ synchronisation:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.base import collate  # noqa: E402
@@ -42,9 +41,6 @@ from selfsup.engine.optim import build_optimizer  # noqa: E402
 from selfsup.engine.schedules import scaled_lr  # noqa: E402
 from selfsup.losses.relic import sample_candidates  # noqa: E402
 from selfsup.methods import StepContext, build_method  # noqa: E402
-
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-          "colorwheel"]
 
 
 def sync(device: torch.device) -> None:
@@ -108,18 +104,11 @@ def model_step(args, device):
 
 
 def data_path(args, cfg, device):
-    import skimage.data
-    from PIL import Image
+    from data_path import jpeg_sources  # benchmarks/data_path.py: the same JPEG photos as the CPU benchmark
 
     from selfsup.data.images import EncodedImageDataset, decode_on_device
 
-    blobs = []
-    for k in range(args.batch):
-        arr = getattr(skimage.data, PHOTOS[k % len(PHOTOS)])()
-        arr = np.stack([arr] * 3, axis=-1) if arr.ndim == 2 else arr[..., :3]
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="JPEG", quality=90)
-        blobs.append(buf.getvalue())
+    blobs = jpeg_sources(args.batch)
 
     class Photos(EncodedImageDataset):
         def __init__(self):

@@ -567,19 +567,17 @@ def _export(args: argparse.Namespace) -> int:
 
 def _data_pack(args: argparse.Namespace) -> int:
     from selfsup.config import DataConfig
-    from selfsup.data.datasets import folder_dataset
+    from selfsup.data.datasets import find_test_dir, folder_dataset
     from selfsup.data.shards import pack
-    from selfsup.errors import ConfigError, DataError
+    from selfsup.errors import ConfigError
 
     if args.workers < 1 or (args.limit is not None and args.limit < 1):
         raise ConfigError("--workers and --limit must be >= 1")
     cfg = DataConfig(dataset="folder", root=args.src, test_root=args.test_root, limit=args.limit)
-    splits = {"train": folder_dataset(cfg, "train")}
-    try:
+    splits = {"train": folder_dataset(cfg, "train")}  # checks that SRC exists
+    if find_test_dir(cfg, Path(args.src).expanduser()) is not None:  # found as data.dataset=folder finds it
         splits["test"] = folder_dataset(cfg, "test")
-    except DataError as exc:
-        if "no test images" not in str(exc):
-            raise
+    else:
         print(f"no test split in {args.src}: packing the training images only")
     written = pack(splits, args.out, chunk_bytes=args.chunk_bytes, workers=args.workers, progress=not args.quiet)
     for name, meta in written.items():
@@ -595,7 +593,7 @@ def _views_inspect(args: argparse.Namespace) -> int:
     import torch
 
     from selfsup.config import load_config
-    from selfsup.data.datasets import build_dataset, collate
+    from selfsup.data.datasets import build_dataset, collate, decode_on
     from selfsup.data.view_stats import view_statistics
     from selfsup.data.views import MultiViewSampler
     from selfsup.errors import ConfigError, DataError
@@ -614,7 +612,7 @@ def _views_inspect(args: argparse.Namespace) -> int:
     print(stats.table())
     try:
         ds, source = build_dataset(cfg.data, "train", for_views=True,
-                                   device_decode=cfg.data.decode == "device"), cfg.data.dataset
+                                   device_decode=decode_on(cfg.data, torch.device("cpu"))), cfg.data.dataset
     except (ConfigError, DataError) as exc:
         cfg.data.dataset, cfg.data.train_size, cfg.data.limit = "shapes", max(args.rows, 16), None
         ds, source = build_dataset(cfg.data, "train"), f"built-in shapes ({exc})"

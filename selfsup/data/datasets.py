@@ -78,7 +78,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False, device_decode: bool = False) -> ImageDataset:
+def build_dataset(cfg: DataConfig, split: str, *, for_views: bool = False,
+                  device_decode: bool = False) -> ImageDataset:
     """The ``split`` ("train" or "test") of ``cfg.dataset``, limited to the first ``cfg.limit`` images.
 
     ``for_views``: the dataset that pretraining crops its views from. Folder data then keeps each image whole (aspect
@@ -140,6 +141,10 @@ def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
         out[a:a + chunk] = TF.resize(images[a:a + chunk], [size, size], antialias=True)
     return out
 
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST (IDX files)
+# --------------------------------------------------------------------------------------------------------------------
 
 _IDX_UBYTE = 0x08
 
@@ -479,7 +484,7 @@ def _class_dirs(directory: Path, exclude: Sequence[os.PathLike] = ()) -> List[st
     return names
 
 
-def _test_dir(cfg: DataConfig, root: Path) -> Optional[Path]:
+def find_test_dir(cfg: DataConfig, root: Path) -> Optional[Path]:
     """The test folder for ``data.root`` (``data.test_root``, else ``ROOT/val`` or ``ROOT/test``), or None."""
     if cfg.test_root:
         test = Path(cfg.test_root).expanduser()
@@ -498,7 +503,7 @@ def _split_dir(cfg: DataConfig, split: str) -> Path:
         raise DataError(f"data.root {root} does not exist or is not a directory")
     if split == "train":
         return root / "train" if (root / "train").is_dir() else root
-    test = _test_dir(cfg, root)
+    test = find_test_dir(cfg, root)
     if test is None:
         raise DataError(f"no test images for data.root={root}: create {root}/val or {root}/test, or pass "
                         f"data.test_root=DIR")
@@ -509,7 +514,7 @@ def _train_exclude(cfg: DataConfig) -> List[Path]:
     """Folders the training split must not read: the test folder, wherever it is (``ROOT/val`` when the training
     images are ``ROOT`` itself, or a ``data.test_root`` inside the training tree). A test image is never trained on."""
     root = Path(cfg.root).expanduser()  # type: ignore[arg-type]
-    test = _test_dir(cfg, root) if root.is_dir() else None
+    test = find_test_dir(cfg, root) if root.is_dir() else None
     return [test] if test is not None else []
 
 

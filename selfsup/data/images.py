@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfsup.data.base import ImageDataset
+from selfsup.data.base import ImageDataset, pad_stack
 from selfsup.errors import DataError
 
 log = logging.getLogger("selfsup.data")
@@ -32,10 +32,6 @@ def _one_line(exc: BaseException) -> str:
     msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "data", msg)
     return msg or type(exc).__name__
 
-
-# --------------------------------------------------------------------------------------------------------------------
-# Fashion-MNIST (IDX files)
-# --------------------------------------------------------------------------------------------------------------------
 
 def _read_regular_file(path: Path) -> bytes:
     """The bytes of ``path`` if it is a regular file. Opened non-blocking and checked with ``fstat`` before reading, so
@@ -197,7 +193,8 @@ def fit_image(img: Tensor, size: int, max_aspect: float = 1.0) -> Tensor:
 class EncodedImageDataset(ImageDataset):
     """Images stored encoded (files, shard records) and decoded lazily: what :class:`FolderDataset` and
     :class:`selfsup.data.shards.ShardDataset` share. Subclasses set ``labels``/``_label_list`` and implement
-    :meth:`_read` (the encoded bytes and a name for messages, or a one-line ``DataError``).
+    :meth:`_read` (the encoded bytes and a name for messages, or a one-line ``DataError``); decoding is
+    :func:`decode_image_bytes`.
 
     An item's image is fitted by :func:`fit_image`: short side ``image_size``, then the centre square, or with
     ``whole`` the whole image (the long side cut to at most ``max_aspect`` short sides). With ``skip_corrupt`` an
@@ -223,10 +220,6 @@ class EncodedImageDataset(ImageDataset):
     def _read(self, i: int) -> Tuple[bytes, str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _decode(self, i: int) -> Tensor:
-        data, source = self._read(i)
-        return decode_image_bytes(data, source, self.max_pixels, min_side=self.image_size)
-
     @property
     def fit_aspect(self) -> float:
         """The ``max_aspect`` images are fitted with (1: the centre square)."""
@@ -244,16 +237,13 @@ class EncodedImageDataset(ImageDataset):
     def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
         i = self._check_index(index)
         try:
-            if self.device_decode:
-                data, source = self._read(i)
-                if data[:3] == _JPEG_MAGIC:
-                    _check_pixels(source, data, self.max_pixels)
-                    return {"encoded": torch.frombuffer(bytearray(data), dtype=torch.uint8), "source": source,
-                            "label": self._label_list[i], "index": i}
-                image = fit_image(decode_image_bytes(data, source, self.max_pixels, self.image_size), self.image_size,
-                                  self.fit_aspect)
-            else:
-                image = fit_image(self._decode(i), self.image_size, self.fit_aspect)
+            data, source = self._read(i)
+            if self.device_decode and data[:3] == _JPEG_MAGIC:  # left encoded for decode_on_device
+                _check_pixels(source, data, self.max_pixels)
+                return {"encoded": torch.frombuffer(bytearray(data), dtype=torch.uint8), "source": source,
+                        "label": self._label_list[i], "index": i}
+            image = fit_image(decode_image_bytes(data, source, self.max_pixels, min_side=self.image_size),
+                              self.image_size, self.fit_aspect)
         except DataError as exc:
             self.skip(i, exc)
             return None
@@ -270,7 +260,6 @@ class EncodedImageDataset(ImageDataset):
         return square
 
 
-
 def decode_on_device(batch: Dict[str, Any], dataset: EncodedImageDataset, device: torch.device) -> Dict[str, Any]:
     """Finish a batch whose JPEG items are still encoded (``data.decode=device``): decode them together on ``device``
     (``torchvision.io.decode_jpeg`` on a list: one batched nvJPEG call on CUDA), fit each to the dataset's size there,
@@ -278,8 +267,6 @@ def decode_on_device(batch: Dict[str, Any], dataset: EncodedImageDataset, device
     (other formats) join as they are. A JPEG the batched decoder refuses is decoded alone on the CPU, so a corrupt
     file gets the usual one-line error, or is skipped and counted (``skipped``) with ``data.skip_corrupt``."""
     from torchvision.io import ImageReadMode, decode_jpeg
-
-    from selfsup.data.base import pad_stack
 
     items = batch.pop("items")
     encoded = [k for k, it in enumerate(items) if "encoded" in it]

@@ -283,7 +283,7 @@ class MaskProvider:
         v = self.cfg
         b, H, W = images.shape[0], images.shape[-2], images.shape[-1]
         sizes = batch.get("size")
-        square = sizes is None or bool((sizes == torch.tensor([H, W])).all()) and H == W
+        square = sizes is None or (H == W and bool((sizes == torch.tensor([H, W])).all()))  # every image S x S
         side = H if square else int(self.image_size)
         if v.mask_source == "dataset":
             masks = edit_masks(batch["mask"].to(images.device, non_blocking=True), v.mask_edit, v.mask_edit_fraction)

@@ -54,6 +54,14 @@ def _record(item: Tuple[int, str, int]) -> Dict[str, Any]:
     return {"image": data, "label": int(label), "position": int(position)}
 
 
+def _reader(directory: Path):
+    """litdata's index-addressed reader of a shard folder (local or mounted: chunks are memory-mapped in place; the
+    cache size only silences litdata's notice, nothing is copied)."""
+    import litdata
+
+    return litdata.StreamingDataset(str(directory), max_cache_size="100GB")
+
+
 def _pack_split(ds: Any, out: Path, chunk_bytes: str, workers: int, progress: bool) -> Dict[str, Any]:
     import litdata
 
@@ -66,7 +74,7 @@ def _pack_split(ds: Any, out: Path, chunk_bytes: str, workers: int, progress: bo
                      num_workers=max(1, workers), reorder_files=False, mode="overwrite", verbose=progress,
                      start_method="fork" if os.name == "posix" else None)
     # litdata's record order is its own (workers write their own chunks): read it back, which also checks every record
-    reader = litdata.StreamingDataset(str(tmp), max_cache_size="100GB")
+    reader = _reader(tmp)
     if len(reader) != len(inputs):
         raise DataError(f"packing {ds.directory} wrote {len(reader)} records for {len(inputs)} images")
     order = np.empty(len(reader), dtype=np.int64)
@@ -151,10 +159,8 @@ class ShardDataset(EncodedImageDataset):
 
     def _open(self):
         if self._reader is None:
-            import litdata
-
             try:
-                self._reader = litdata.StreamingDataset(str(self.directory), max_cache_size="100GB")
+                self._reader = _reader(self.directory)
             except Exception as exc:  # noqa: BLE001 - litdata raises several kinds on a broken index
                 raise DataError(f"cannot open the shards in {self.directory}: {exc}") from None
         return self._reader

@@ -215,13 +215,6 @@ def place_crop_boxes(draws: Tensor, ratio: Sequence[float], center: bool,
     return torch.stack((x0, y0, x0 + w, y0 + h), dim=-1).clamp_(0.0, 1.0)
 
 
-def sample_crop_boxes(n: int, scale_min: Tensor, scale_max: float, ratio: Sequence[float], center: bool,
-                      generator: torch.Generator, source_aspect: float = 1.0) -> Tensor:
-    """``(n, V, 4)`` random-resized-crop boxes for sources of aspect ``source_aspect``: :func:`draw_crops` then
-    :func:`place_crop_boxes`."""
-    return place_crop_boxes(draw_crops(n, scale_min, scale_max, ratio, generator), ratio, center, source_aspect)
-
-
 class MultiViewSampler:
     """Draws and renders ``cfg.large.count`` large and ``cfg.small.count`` small views per image (A3, A4, B 5.1).
 
@@ -271,7 +264,8 @@ class MultiViewSampler:
         global RNG). ``source_size`` = (H, W) of the images, used only for the aspect of the crop boxes on non-square
         sources (default square). The draws are, per group and in this order, for every (image, view):
 
-        * crop: 10 attempts of area and log-aspect, then a position (:func:`sample_crop_boxes`);
+        * crop: 10 attempts of area and log-aspect, then a position (:func:`draw_crops`, placed by
+          :func:`place_crop_boxes`);
         * flip with ``flip_p``;
         * colour jitter with ``jitter_p``; factors as torchvision's ``ColorJitter``: brightness, contrast and saturation
           ``~ U(max(0, 1 - x), 1 + x)``, hue ``~ U(-h, h)``; a uniformly random order of the 4 operations;
@@ -310,8 +304,8 @@ class MultiViewSampler:
         solar = _bernoulli(_cycled(gc.solarize_p, V), shape, g)
         mask = _bernoulli(c.mask_p if gc.maskable else 0.0, shape, g)
         gray_level = torch.rand(shape, generator=g)
-        return GroupParams(box=box, crop_draws=draws, flip=flip, jitter=jitter, jitter_factors=factors, jitter_order=order,
-                           grayscale=gray, blur=blur, blur_sigma=sigma, solarize=solar, mask=mask,
+        return GroupParams(box=box, crop_draws=draws, flip=flip, jitter=jitter, jitter_factors=factors,
+                           jitter_order=order, grayscale=gray, blur=blur, blur_sigma=sigma, solarize=solar, mask=mask,
                            gray_level=gray_level)
 
     # -------------------------------------------------------------------------------------------------------- rendering
@@ -360,12 +354,12 @@ class MultiViewSampler:
         if masks is not None and any(getattr(self.cfg, n).maskable and bool(params.group(n).mask.any())
                                      for n in GROUPS):
             m = A.to_float(masks.to(images.device))
-            area = (sizes[:, 0] * sizes[:, 1]).to(device=m.device, dtype=m.dtype)
             if bool((sizes == torch.tensor([H, W])).all()):
                 coverage = m.mean(dim=(1, 2, 3))
             else:  # the mask's mean over the image, not over the canvas
                 valid = ((torch.arange(H, device=m.device).view(1, H, 1) < sizes[:, 0].to(m.device).view(B, 1, 1))
                          & (torch.arange(W, device=m.device).view(1, 1, W) < sizes[:, 1].to(m.device).view(B, 1, 1)))
+                area = (sizes[:, 0] * sizes[:, 1]).to(device=m.device, dtype=m.dtype)
                 coverage = (m[:, 0] * valid).sum(dim=(1, 2)) / area
             eligible = coverage >= self.cfg.mask_min_fraction
             masked_source = (torch.cat([x * m, m], dim=1), eligible)  # crops of m*x and m give the masked view (A4)

@@ -344,11 +344,11 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     wait_total = busy_total = 0.0
     skipped = 0  # this process's skipped images in this invocation
     timed_images, timed_time = 0, 0.0
+    ahead = _Prefetch(lambda s: sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", s)))
     try:
         if start_step == 0:  # the initial weights: a run that diverges at once still has a good checkpoint
             checkpoint(0)
         it = iter(loader)
-        ahead = _Prefetch(lambda s: sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", s)))
         ahead.start(step)
         while step < total_steps:
             t0 = time.perf_counter()
@@ -465,8 +465,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 result.stopped_early = True
                 break
     finally:
-        if "ahead" in locals():
-            ahead.close()
+        ahead.close()
         progress.close()
         if step_log is not None:
             step_log.close()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.losses.pairing import multiview_loss
+from selfsup.losses.pairing import multiview_loss, view_pairs
 
 
 def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optional[torch.Generator] = None,
@@ -161,7 +161,7 @@ def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[
     batch = online_large[0].shape[0] if online_large else 0
     pair_fn = relic_pair_loss
     if num_negatives is not None and 0 < num_negatives < batch - 1:
-        pairs = (len(online_large) + len(online_small)) * len(target_large)
+        pairs = len(view_pairs(len(online_large), len(online_small), include_same=True))  # multiview_loss's pairs
         draws = iter(sample_candidates(batch, num_negatives, generator=generator, count=pairs, ordered=False,
                                        device=online_large[0].device).unbind(0))
 
