@@ -570,10 +570,12 @@ def _data_pack(args: argparse.Namespace) -> int:
     from selfsup.data.datasets import find_test_dir, folder_dataset
     from selfsup.data.shards import pack
     from selfsup.errors import ConfigError
+    from selfsup.fileio import make_output_dir
 
     if args.workers < 1 or (args.limit is not None and args.limit < 1):
         raise ConfigError("--workers and --limit must be >= 1")
     cfg = DataConfig(dataset="folder", root=args.src, test_root=args.test_root, limit=args.limit)
+    make_output_dir(args.out, "OUT ")
     splits = {"train": folder_dataset(cfg, "train")}  # checks that SRC exists
     if find_test_dir(cfg, Path(args.src).expanduser()) is not None:  # found as data.dataset=folder finds it
         splits["test"] = folder_dataset(cfg, "test")

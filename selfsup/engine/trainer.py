@@ -52,6 +52,7 @@ from selfsup.engine.optim import build_optimizer, clip_per_parameter
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine, warmup_step_decay)
 from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from selfsup.fileio import make_output_dir
 from selfsup.methods import Method, StepContext, build_method
 
 log = logging.getLogger("selfsup.engine")
@@ -193,13 +194,7 @@ def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optiona
     so and starts at step 0). ``allow_changes``: resume even if the config differs from the checkpoint's.
     ``stop_at_step``: stop (with a checkpoint) once this many steps are done, as if killed there; for tests.
     """
-    out_dir = Path(cfg.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out={out_dir} is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"out={out_dir} cannot be created: {exc.strerror or exc}") from None
+    out_dir = make_output_dir(cfg.out, "out=")
     fabric = make_fabric(cfg, out_dir)
     if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
         return fabric.launch(_run_and_release, cfg, out_dir, resume, stop_at_step, allow_changes)

@@ -95,6 +95,11 @@ def test_data_pack_cli(tmp_path):
     assert "data.dataset=shards data.root=" in proc.stdout
     proc = run_cli("data", "pack", str(tmp_path / "nowhere"), str(tmp_path / "o2"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "nowhere" in proc.stderr
+    (tmp_path / "afile").write_text("x")  # an OUT that is a file, or under one: one line, nothing written
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        proc = run_cli("data", "pack", str(src), str(out), "-q")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "OUT " in proc.stderr, out
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 @pytest.mark.slow
