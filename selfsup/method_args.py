@@ -85,6 +85,8 @@ class RELICv2Args(BootstrapArgs):
     beta: float = 1.0  # invariance (KL) scale
     contrast_scale: float = 1.0  # c: scale of the contrastive likelihood
     num_negatives: Optional[int] = 10  # n_e; None = all other items of the (global) batch
+    # eq. 3's double loop includes the same crop on both sides (online l vs target l); false drops those L terms
+    same_crop_pairs: bool = True
 
     def validate(self) -> None:
         super().validate()

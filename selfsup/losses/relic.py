@@ -144,9 +144,13 @@ def relic_pair_loss(online: Tensor, target: Tensor, *, temperature: float, beta:
 def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[Tensor],
                          target_large: Sequence[Tensor], *, temperature: float, beta: float = 1.0,
                          contrast_scale: float = 1.0, num_negatives: Optional[int] = None,
-                         generator: Optional[torch.Generator] = None, alpha: Optional[float] = None) -> Tensor:
+                         generator: Optional[torch.Generator] = None, alpha: Optional[float] = None,
+                         include_same: bool = True) -> Tensor:
     """RELICv2 eq. 3 (method-details A2): the pair loss over large x large pairs (including the same crop on both sides)
     and small x large pairs, divided by (L + S) * L.
+
+    ``include_same=False`` drops the same-crop terms (online l vs target l), leaving (L + S) * L - L pairs: the
+    SimCLR/BYOL convention, and the ``method.same_crop_pairs=false`` setting of the small RELIC recipes.
 
     Args:
         online_large: L tensors (B, D), the online network on each large view.
@@ -161,13 +165,13 @@ def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[
     batch = online_large[0].shape[0] if online_large else 0
     pair_fn = relic_pair_loss
     if num_negatives is not None and 0 < num_negatives < batch - 1:
-        pairs = len(view_pairs(len(online_large), len(online_small), include_same=True))  # multiview_loss's pairs
+        pairs = len(view_pairs(len(online_large), len(online_small), include_same=include_same))  # multiview_loss's
         draws = iter(sample_candidates(batch, num_negatives, generator=generator, count=pairs, ordered=False,
                                        device=online_large[0].device).unbind(0))
 
         def pair_fn(o: Tensor, t: Tensor, **kw) -> Tensor:
             return relic_pair_loss(o, t, candidates=next(draws), **kw)
 
-    return multiview_loss(pair_fn, online, list(target_large), alpha=alpha, include_same=True,
+    return multiview_loss(pair_fn, online, list(target_large), alpha=alpha, include_same=include_same,
                           temperature=temperature, beta=beta, contrast_scale=contrast_scale,
                           num_negatives=num_negatives, generator=generator)

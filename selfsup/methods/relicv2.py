@@ -24,6 +24,6 @@ class RELICv2(BootstrapMethod):
         loss = relic_multiview_loss(
             online_large, online_small, target_large,
             temperature=a.temperature, beta=a.beta, contrast_scale=a.contrast_scale,
-            num_negatives=a.num_negatives, generator=ctx.generator, alpha=a.alpha,
+            num_negatives=a.num_negatives, generator=ctx.generator, alpha=a.alpha, include_same=a.same_crop_pairs,
         )
         return StepOutput(loss=loss, features=features)
