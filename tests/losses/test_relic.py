@@ -192,6 +192,10 @@ def test_multiview_loss_matches_loops_over_eq3():
     expected = total / ((L + S) * L)
     got = relic_multiview_loss(ol, os_, tl, temperature=0.2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
+    # same_crop_pairs=false: the L same-crop terms (online l vs target l) are left out of the sum and of the count
+    same = sum(_loop_pair_loss(ol[l], tl[l], 0.2, 1.0, 1.0, cand) for l in range(L))
+    got = relic_multiview_loss(ol, os_, tl, temperature=0.2, include_same=False)
+    assert got.item() == pytest.approx((total - same) / ((L + S) * L - L), rel=1e-5)
 
 
 def test_multiview_subsampled_negatives_are_one_draw_in_pair_order():
