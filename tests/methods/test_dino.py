@@ -246,14 +246,16 @@ def test_recipes_load_with_sslight_settings():
     shapes = load_config("dino_shapes")
     for c in (base, light, shapes):
         assert c.method.name == "dino" and c.model.backbone == "convnet_tiny"
-        assert (c.views.large.count, c.views.small.count) == (2, 6)
+        assert (c.views.large.count, c.views.small.count) == ((4, 2) if c is shapes else (2, 6))
         assert list(c.views.large.blur_p) == [1.0, 0.1] and list(c.views.large.solarize_p) == [0.0, 0.2]
         assert list(c.views.small.blur_p) == [0.5] and list(c.views.small.solarize_p) == [0.0]
     assert (base.views.small.size, base.views.large.scale_min, base.views.small.scale_max, base.method.alpha) == (
         12, [0.14], 0.14, None)
     assert (light.views.small.size, light.views.large.scale_min, light.views.small.scale_max, light.method.alpha) == (
         16, [0.3], 0.3, 0.4)
-    assert shapes.views.small.size == 14 and shapes.views.large.size == 32
+    # the built-in data's views (RESULTS 15): 4 global 0.4-1, 2 local 16 px 0.15-0.4
+    assert (shapes.views.small.size, shapes.views.large.size, shapes.views.large.scale_min,
+            shapes.views.small.scale_min, shapes.views.small.scale_max) == (16, 32, [0.4], [0.15], 0.4)
 
 
 # --------------------------------------------------------------------------------------------------------------- CLI
