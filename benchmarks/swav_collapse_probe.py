@@ -1,0 +1,66 @@
+"""Has a finished SwAV run collapsed? Loads a run folder's checkpoint and prints, on the first 256 test images
+(centre view, no augmentation), the spread of the backbone features, the mean pairwise cosine of the embeddings z
+(1.0 = every image maps to one direction), the spread of the prototype scores per image, the smallest singular values
+of the prototype matrix, and the student's entropy (ln K = uniform predictions). Train-mode (batch-statistics) and
+eval-mode BatchNorm are both shown. Used for RESULTS 15.
+
+    .venv/bin/python benchmarks/swav_collapse_probe.py RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from selfsup.config import load_config  # noqa: E402
+from selfsup.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from selfsup.data.datasets import build_dataset  # noqa: E402
+from selfsup.engine.checkpoint import load_checkpoint  # noqa: E402
+from selfsup.methods import build_method  # noqa: E402
+
+
+def mean_offdiagonal(g: torch.Tensor) -> float:
+    return float((g.sum() - g.diagonal().sum()) / (g.numel() - len(g)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--images", type=int, default=256)
+    args = ap.parse_args()
+    cfg = load_config(str(args.run / "config.yaml"), [])
+    if cfg.method.name != "swav":
+        raise SystemExit(f"{args.run} is a {cfg.method.name} run, not swav")
+    method = build_method(cfg)
+    method.load_state_dict(load_checkpoint(args.run / "last.ckpt")["method"])
+    ds = build_dataset(cfg.data, "test")
+    x = torch.stack([ds[i]["image"] for i in range(min(args.images, len(ds)))]).float() / 255
+    mean = torch.tensor(getattr(ds, "mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
+    std = torch.tensor(getattr(ds, "std", IMAGENET_STD)).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    protos = F.normalize(method.prototypes.weight.detach(), dim=1)
+    print(f"{args.run}: step {load_checkpoint(args.run / 'last.ckpt')['step']}, {len(protos)} prototypes "
+          f"(uniform = ln K = {math.log(len(protos)):.3f})")
+    print("prototypes: smallest singular values", [round(v, 4) for v in torch.linalg.svdvals(protos)[-4:].tolist()])
+    for mode in ("eval", "train"):
+        method.train(mode == "train")
+        with torch.no_grad():
+            h = method.backbone(x)
+            z = F.normalize(method.projector(h), dim=1)
+            scores = z @ protos.T
+            p = F.softmax(scores / cfg.method.temperature, dim=1)
+        print(f"{mode:>5} BN: feature std over images {h.std(0).mean():.4f}, z mean pairwise cosine "
+              f"{mean_offdiagonal(z @ z.T):.3f}, score std over prototypes {scores.std(1).mean():.5f}, "
+              f"student entropy {float(-(p * p.clamp_min(1e-12).log()).sum(1).mean()):.3f}")
+
+
+if __name__ == "__main__":
+    main()
