@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from selfsup.config import load_config  # noqa: E402
-from selfsup.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from selfsup.data.datasets import build_dataset  # noqa: E402
+from selfsup.data.views import normalize  # noqa: E402
 from selfsup.engine.checkpoint import load_checkpoint  # noqa: E402
 from selfsup.methods import build_method  # noqa: E402
 
@@ -40,14 +40,13 @@ def main() -> None:
     if cfg.method.name != "swav":
         raise SystemExit(f"{args.run} is a {cfg.method.name} run, not swav")
     method = build_method(cfg)
-    method.load_state_dict(load_checkpoint(args.run / "last.ckpt")["method"])
+    ckpt = load_checkpoint(args.run / "last.ckpt")
+    method.load_state_dict(ckpt["method"])
     ds = build_dataset(cfg.data, "test")
     x = torch.stack([ds[i]["image"] for i in range(min(args.images, len(ds)))]).float() / 255
-    mean = torch.tensor(getattr(ds, "mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
-    std = torch.tensor(getattr(ds, "std", IMAGENET_STD)).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    x = normalize(x, ds.mean, ds.std)
     protos = F.normalize(method.prototypes.weight.detach(), dim=1)
-    print(f"{args.run}: step {load_checkpoint(args.run / 'last.ckpt')['step']}, {len(protos)} prototypes "
+    print(f"{args.run}: step {ckpt['step']}, {len(protos)} prototypes "
           f"(uniform = ln K = {math.log(len(protos)):.3f})")
     print("prototypes: smallest singular values", [round(v, 4) for v in torch.linalg.svdvals(protos)[-4:].tolist()])
     for mode in ("eval", "train"):

@@ -8,14 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from selfsup.errors import ConfigError
+
 __all__ = ["atomic_replace", "atomic_write_bytes", "make_output_dir"]
 
 
 def make_output_dir(path: os.PathLike, option: str) -> Path:
-    """Create the output folder ``path`` (named ``option`` in messages, e.g. ``out=``) with its parents; a path that is a
-    file or cannot be created is a one-line :class:`~selfsup.errors.ConfigError` before any work is done."""
-    from selfsup.errors import ConfigError
-
+    """Create the output folder ``path`` (named ``option`` in messages, e.g. ``out=``) with its parents; a path that is
+    a file or cannot be created is a one-line :class:`~selfsup.errors.ConfigError` before any work is done."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option}{path} is a file, not a folder")

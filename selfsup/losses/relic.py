@@ -165,7 +165,8 @@ def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[
     batch = online_large[0].shape[0] if online_large else 0
     pair_fn = relic_pair_loss
     if num_negatives is not None and 0 < num_negatives < batch - 1:
-        pairs = len(view_pairs(len(online_large), len(online_small), include_same=include_same))  # multiview_loss's
+        # one draw per pair that multiview_loss will visit, in its order
+        pairs = len(view_pairs(len(online_large), len(online_small), include_same=include_same))
         draws = iter(sample_candidates(batch, num_negatives, generator=generator, count=pairs, ordered=False,
                                        device=online_large[0].device).unbind(0))
 
