@@ -104,13 +104,18 @@ def test_data_pack_cli(tmp_path):
 
 @pytest.mark.slow
 def test_shards_train_under_two_process_ddp_with_an_exact_resume(tmp_path, packed):
-    from selfsup.engine.trainer import pretrain
+    from selfsup.engine.trainer import StepBatchSampler, pretrain
 
-    _, out, _ = packed
-    common = [*TINY, "data.dataset=shards", f"data.root={out}", "data.image_size=16", "data.skip_corrupt=true",
-              "views.mask_p=0", "train.batch_size=4", "train.steps=4", "model.norm=group", "method.head_norm=none",
-              "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp_spawn", "train.threads=1",
-              "monitor.knn_every_steps=0", "monitor.online_linear=false"]
+    _, out, written = packed
+    # litdata's record order depends on which packing worker wrote which chunk: pick the first seed whose 4 steps draw
+    # the corrupt record wherever it landed, so that the run always has a rank that must refill its batch
+    broken = written["train"]["names"].index("dog/zz_broken.jpg")
+    seed = next(s for s in range(100) if any(broken in b for b in StepBatchSampler(
+        written["train"]["records"], 4, rank=0, world_size=1, seed=s, start_step=0, total_steps=4)))
+    common = [*TINY, f"seed={seed}", "data.dataset=shards", f"data.root={out}", "data.image_size=16",
+              "data.skip_corrupt=true", "views.mask_p=0", "train.batch_size=4", "train.steps=4", "model.norm=group",
+              "method.head_norm=none", "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp_spawn",
+              "train.threads=1", "monitor.knn_every_steps=0", "monitor.online_linear=false"]
     full = pretrain(load_config(None, [*common, f"out={tmp_path / 'full'}"]))
     cfg = load_config(None, [*common, f"out={tmp_path / 'cut'}"])
     first = pretrain(cfg, stop_at_step=2)
