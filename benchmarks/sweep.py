@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()
 
-    tag = f"{args.recipe}_{args.steps}steps" if args.steps else f"{args.recipe}_{args.minutes:g}min"
+    name = Path(args.recipe).stem if args.recipe.endswith((".yaml", ".yml")) else args.recipe  # a recipe file's path
+    tag = f"{name}_{args.steps}steps" if args.steps else f"{name}_{args.minutes:g}min"
     out = args.out / tag
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/sweep.py " + " ".join(

@@ -254,3 +254,13 @@ def test_cli_pretrain_end_to_end(tmp_path, recipe, overrides):
 def test_recipes_load(recipe):
     cfg = load_config(recipe)
     assert cfg.model.backbone == "convnet_tiny" and cfg.views.large.count == 2
+
+
+def test_swav_shapes_has_no_queue_at_temperature_half():
+    """RESULTS 16: on the built-in data SwAV learns only at temperature 0.5 without the queue; queue_length=0 must mean
+    an empty queue that is never used, whatever the epoch."""
+    cfg = load_config("swav_shapes")
+    assert (cfg.method.temperature, cfg.method.queue_length, cfg.train.steps) == (0.5, 0, 1800)
+    method = build_method(cfg)
+    assert method.queue.shape == (2, 0, cfg.method.projector_dim)
+    assert not any(method.queue_in_use(epoch) for epoch in (0, 1, 15, 100))

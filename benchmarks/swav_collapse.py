@@ -1,0 +1,70 @@
+"""Does a SwAV run collapse, and how? Trains a recipe for a few steps and prints, every 10 steps, on the step's batch:
+the loss, the mean pairwise cosine of the first large view's embeddings (1.0 = every image maps to one direction), the
+spread of its prototype scores per image, the mean entropy of its Sinkhorn codes and of the second large view's
+predictions (ln K = uniform), and how often the two large views' codes pick the same prototype. The statistics are
+taken after the step's own forward, with the same views. Used for RESULTS 16; `dino_collapse.py` is its DINO twin.
+
+    .venv/bin/python benchmarks/swav_collapse.py swav_fmnist --steps 150 [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import selfsup.methods.swav as swav  # noqa: E402
+from selfsup.config import load_config  # noqa: E402
+from selfsup.engine.trainer import pretrain  # noqa: E402
+
+
+def entropy(p: torch.Tensor) -> float:
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--out", default="/tmp/selfsup-swav-collapse")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_intermixed_args()
+    forward = swav.SwAV.forward
+
+    def observed(self, views, ctx):
+        out = forward(self, views, ctx)
+        if ctx.step % 10 == 0:
+            with torch.no_grad():
+                z, _ = self.embed(views)
+                cos = z[0] @ z[0].T
+                off = cos[~torch.eye(len(cos), dtype=torch.bool)].mean().item()
+                scores = self.scores(z[0])
+                use_queue = self.queue_in_use(ctx.epoch)
+                codes = [self.codes(v, use_queue, i, len(v)) for i, v in enumerate(z[:2])]
+                pred = F.softmax(self.scores(z[1]) / self.args.temperature, dim=1)
+                agree = (codes[0].argmax(1) == codes[1].argmax(1)).float().mean().item()
+            print(f"step {ctx.step:4d}  loss {out.loss.item():.3f}  z mean cosine {off:.3f}  "
+                  f"score std {scores.std(1).mean().item():.4f}  code entropy {entropy(codes[0]):.3f}  "
+                  f"prediction entropy {entropy(pred):.3f}  (ln K {math.log(scores.shape[1]):.3f})  "
+                  f"same top prototype {agree:.3f}", flush=True)
+        return out
+
+    swav.SwAV.forward = observed
+    cfg = load_config(args.recipe, [f"train.steps={args.steps}", f"out={args.out}", "train.progress=false",
+                                    "monitor.knn_every_steps=0", *args.overrides])
+    if cfg.method.name != "swav":
+        raise SystemExit(f"{args.recipe} is not a SwAV recipe")
+    if cfg.views.large.count < 2:
+        raise SystemExit("needs at least 2 large views (views.large.count)")
+    pretrain(cfg)
+
+
+if __name__ == "__main__":
+    main()
