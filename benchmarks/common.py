@@ -3,6 +3,7 @@ raw-pixel baseline and the supervised baseline."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import platform
@@ -136,3 +137,19 @@ def supervised(cfg, data, budget_s: float, snapshot_minutes: Sequence[float] = (
     acc = topk_accuracy(logits, data.test.labels, ks=(1, 5))
     return {"classifier_top1": acc["top1"], "classifier_top5": acc["top5"], "steps": k + 1,
             "elapsed_s": elapsed, "last_loss": last, "backbone": backbone, "snapshots": snapshots}
+
+
+def short_run(doc: str, method: str, default_steps: int, default_out: str):
+    """The command line of the collapse diagnostics (``dino_collapse.py``, ``swav_collapse.py``): ``RECIPE --steps N
+    [--out DIR] [key=value ...]`` -> the config of a short run of ``method`` without progress bar or kNN monitor."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--steps", type=int, default=default_steps)
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_intermixed_args()
+    cfg = load_config(args.recipe, [f"train.steps={args.steps}", f"out={args.out}", "train.progress=false",
+                                    "monitor.knn_every_steps=0", *args.overrides])
+    if cfg.method.name != method:
+        raise SystemExit(f"{args.recipe} is not a {method} recipe (method.name={cfg.method.name})")
+    return cfg

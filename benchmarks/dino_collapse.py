@@ -8,7 +8,6 @@ prototypes. Used for RESULTS 13.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,17 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import selfsup.methods.dino as dino  # noqa: E402
-from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
+
+from common import short_run  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recipe")
-    ap.add_argument("--steps", type=int, default=80)
-    ap.add_argument("--out", default="/tmp/selfsup-dino-collapse")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_intermixed_args()
+    cfg = short_run(__doc__, "dino", 80, "/tmp/selfsup-dino-collapse")
     forward = dino.DINO.forward
 
     def observed(self, views, ctx):
@@ -45,10 +40,6 @@ def main() -> None:
         return forward(self, views, ctx)
 
     dino.DINO.forward = observed
-    cfg = load_config(args.recipe, [f"train.steps={args.steps}", f"out={args.out}", "train.progress=false",
-                                    "monitor.knn_every_steps=0", *args.overrides])
-    if cfg.method.name != "dino":
-        raise SystemExit(f"{args.recipe} is not a DINO recipe")
     pretrain(cfg)
 
 

@@ -9,7 +9,6 @@ taken after the step's own forward, with the same views. Used for RESULTS 16; `d
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -21,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import selfsup.methods.swav as swav  # noqa: E402
-from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
+
+from common import short_run  # noqa: E402
 
 
 def entropy(p: torch.Tensor) -> float:
@@ -30,12 +30,9 @@ def entropy(p: torch.Tensor) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recipe")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--out", default="/tmp/selfsup-swav-collapse")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_intermixed_args()
+    cfg = short_run(__doc__, "swav", 150, "/tmp/selfsup-swav-collapse")
+    if cfg.views.large.count < 2:
+        raise SystemExit("needs at least 2 large views (views.large.count)")
     forward = swav.SwAV.forward
 
     def observed(self, views, ctx):
@@ -57,12 +54,6 @@ def main() -> None:
         return out
 
     swav.SwAV.forward = observed
-    cfg = load_config(args.recipe, [f"train.steps={args.steps}", f"out={args.out}", "train.progress=false",
-                                    "monitor.knn_every_steps=0", *args.overrides])
-    if cfg.method.name != "swav":
-        raise SystemExit(f"{args.recipe} is not a SwAV recipe")
-    if cfg.views.large.count < 2:
-        raise SystemExit("needs at least 2 large views (views.large.count)")
     pretrain(cfg)
 
 
