@@ -139,6 +139,16 @@ def supervised(cfg, data, budget_s: float, snapshot_minutes: Sequence[float] = (
             "elapsed_s": elapsed, "last_loss": last, "backbone": backbone, "snapshots": snapshots}
 
 
+def mean_offdiagonal(g: torch.Tensor) -> float:
+    """Mean of a square matrix's off-diagonal entries (of a cosine Gram matrix: 1.0 = every row points one way)."""
+    return g[~torch.eye(len(g), dtype=torch.bool, device=g.device)].mean().item()
+
+
+def row_entropy(p: torch.Tensor) -> float:
+    """Mean entropy (nats) of the rows of ``p``, each a distribution (ln K = uniform over K)."""
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+
+
 def short_run(doc: str, method: str, default_steps: int, default_out: str):
     """The command line of the collapse diagnostics (``dino_collapse.py``, ``swav_collapse.py``): ``RECIPE --steps N
     [--out DIR] [key=value ...]`` -> the config of a short run of ``method`` without progress bar or kNN monitor."""

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 import selfsup.methods.dino as dino  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 
-from common import short_run  # noqa: E402
+from common import mean_offdiagonal, short_run  # noqa: E402
 
 
 def main() -> None:
@@ -32,8 +32,7 @@ def main() -> None:
                 feats = self.teacher_backbone(views.large[0])
                 z = torch.nn.functional.normalize(self.teacher_head.mlp(feats), dim=-1)
                 logits = self.teacher_head(feats)
-                cos = z @ z.T
-                off = cos[~torch.eye(len(cos), dtype=torch.bool)].mean().item()
+                off = mean_offdiagonal(z @ z.T)
                 print(f"step {ctx.step:4d}  backbone spread {(feats.std(0).mean() / feats.abs().mean()).item():.3f}  "
                       f"bottleneck mean cosine {off:.3f}  logit std over batch {logits.std(0).mean().item():.4f}  "
                       f"over prototypes {logits.std(1).mean().item():.4f}", flush=True)

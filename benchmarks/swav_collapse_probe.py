@@ -26,9 +26,7 @@ from selfsup.data.views import normalize  # noqa: E402
 from selfsup.engine.checkpoint import load_checkpoint  # noqa: E402
 from selfsup.methods import build_method  # noqa: E402
 
-
-def mean_offdiagonal(g: torch.Tensor) -> float:
-    return float((g.sum() - g.diagonal().sum()) / (g.numel() - len(g)))
+from common import mean_offdiagonal, row_entropy  # noqa: E402
 
 
 def main() -> None:
@@ -58,7 +56,7 @@ def main() -> None:
             p = F.softmax(scores / cfg.method.temperature, dim=1)
         print(f"{mode:>5} BN: feature std over images {h.std(0).mean():.4f}, z mean pairwise cosine "
               f"{mean_offdiagonal(z @ z.T):.3f}, score std over prototypes {scores.std(1).mean():.5f}, "
-              f"student entropy {float(-(p * p.clamp_min(1e-12).log()).sum(1).mean()):.3f}")
+              f"student entropy {row_entropy(p):.3f}")
 
 
 if __name__ == "__main__":
