@@ -1,5 +1,6 @@
 """Atomic file writes: a kill at any moment leaves the old file or the new one, never half of one. Used by checkpoints,
-mask caches and shard indexes (every layer may use it). Also the one check of an output folder given by the user."""
+mask caches and shard indexes (every layer may use it).
+The checks of output paths given by the user are in :mod:`selfsup.metafiles`."""
 
 from __future__ import annotations
 
@@ -8,22 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from selfsup.errors import ConfigError
-
-__all__ = ["atomic_replace", "atomic_write_bytes", "make_output_dir"]
-
-
-def make_output_dir(path: os.PathLike, option: str) -> Path:
-    """Create the output folder ``path`` (named ``option`` in messages, e.g. ``out=``) with its parents; a path that is
-    a file or cannot be created is a one-line :class:`~selfsup.errors.ConfigError` before any work is done."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{option}{path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{option}{path} cannot be created: {exc.strerror or exc}") from None
-    return path
+__all__ = ["atomic_replace", "atomic_write_bytes"]
 
 
 def atomic_replace(path: Path, fill: Callable[[str], None]) -> None:

@@ -367,7 +367,8 @@ def _draw_curves(out: Path, name: str) -> Optional[Path]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from selfsup.eval.run import (check_output_file, config_for, load_backbone, run_finetune, run_knn, run_linear,
+    from selfsup.metafiles import check_output_file
+    from selfsup.eval.run import (config_for, load_backbone, run_finetune, run_knn, run_linear,
                                   write_json)
 
     if args.out:
@@ -537,7 +538,8 @@ def _robustness(args: argparse.Namespace, cfg, source) -> dict:
 def _export(args: argparse.Namespace) -> int:
     from selfsup.engine.checkpoint import atomic_save_safetensors
     from selfsup.errors import ConfigError
-    from selfsup.eval.run import check_output_file, config_for, load_backbone
+    from selfsup.eval.run import config_for, load_backbone
+    from selfsup.metafiles import check_output_file
     from selfsup.methods.base import backbone_input_size
     from selfsup.models.export import export_state
 
@@ -570,7 +572,7 @@ def _data_pack(args: argparse.Namespace) -> int:
     from selfsup.data.datasets import find_test_dir, folder_dataset
     from selfsup.data.shards import pack
     from selfsup.errors import ConfigError
-    from selfsup.fileio import make_output_dir
+    from selfsup.metafiles import make_output_dir
 
     if args.workers < 1 or (args.limit is not None and args.limit < 1):
         raise ConfigError("--workers and --limit must be >= 1")

@@ -52,7 +52,7 @@ from selfsup.engine.optim import build_optimizer, clip_per_parameter
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine, warmup_step_decay)
 from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from selfsup.fileio import make_output_dir
+from selfsup.metafiles import make_output_dir
 from selfsup.methods import Method, StepContext, build_method
 
 log = logging.getLogger("selfsup.engine")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -206,19 +205,6 @@ def load_method(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
             raise CheckpointError(f"{checkpoint} does not fit method.name={cfg.method.name}: "
                                   f"{(first[1] if len(first) > 1 else first[0]).strip()[:200]}") from None
     return method
-
-
-def check_output_file(path: Path, option: str = "--out") -> None:
-    """Refuse, before any work is done, an output path that is a folder or whose folder cannot be created."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name (e.g. {path / 'result.json'})")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: its folder cannot be created: {exc.strerror or exc}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"{option} {path}: its folder is not writable")
 
 
 def write_json(path: Path, payload: dict) -> None:
