@@ -96,7 +96,7 @@ def main() -> None:
     if "saliency" in arms:
         sal = out / "saliency"
         cache = out / "masks"
-        if not (cache / "train.npy").is_file():
+        if not (cache / "train.json").is_file():  # the cache's fingerprint, written last
             cfg = load_config(args.saliency_recipe, [*common, f"saliency.encoder={p0}", f"out={sal}",
                                                      *args.saliency_overrides])
             results["saliency"] = fit_saliency(cfg, progress=False)

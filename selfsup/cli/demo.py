@@ -24,6 +24,7 @@ from selfsup.data.views import MultiViewSampler
 from selfsup.engine.trainer import pretrain
 from selfsup.eval.plots import plot_bars, plot_curves, plot_neighbours, plot_view_grid
 from selfsup.eval.run import features, load_backbone, probe_data, run_knn, run_linear, write_json
+from selfsup.metafiles import make_output_dir
 from selfsup.metrics import nearest_neighbours
 
 NEIGHBOUR_QUERIES = 8  # test images shown with their nearest training images
@@ -33,7 +34,7 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
              progress: bool = True, argv: Optional[Sequence[str]] = None) -> dict:
     """Run the demo into ``out``; ``argv`` (the command-line words after ``selfsup``) is recorded in the report."""
     t_start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out, "--out")
     extra = [f"out={out / 'run'}"]
     if not progress:
         extra.append("train.progress=false")

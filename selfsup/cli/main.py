@@ -194,11 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Records keep the files' bytes (no re-encoding); train from them with "
                                      "data.dataset=shards data.root=OUT.")
     pk.add_argument("src", help="image folder")
-    pk.add_argument("out", help="shard folder to write")
+    pk.add_argument("out", help="shard folder to write (only its train/ and test/ are written; an existing one is "
+                                "replaced only if an earlier pack wrote it)")
     pk.add_argument("--test-root", default=None, help="the test images, if not SRC/val or SRC/test")
     pk.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
                     help="packing processes (default: the cores, at most 8)")
-    pk.add_argument("--chunk-bytes", default="64MB", help="target chunk size (default 64MB)")
+    pk.add_argument("--chunk-bytes", default="64MB",
+                    help="target chunk size: a positive integer with an optional unit B, KB, MB, GB or TB "
+                         "(default 64MB)")
     pk.add_argument("--limit", type=int, default=None, help="pack only the first N images of each split")
     pk.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     sub.add_parser("recipes", help="list the recipes")
@@ -325,16 +328,20 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from selfsup.config import load_config
-    from selfsup.engine.trainer import pretrain
+    from selfsup.engine.trainer import RunFolderBusy, pretrain
 
     overrides: List[str] = list(args.overrides)
     if args.quiet:
         overrides.append("train.progress=false")
     cfg = load_config(args.recipe, overrides)
+    busy = False
     try:
         result = pretrain(cfg, resume=args.resume, allow_changes=args.allow_changes)
+    except RunFolderBusy:  # another process is writing the folder: its curves are its own to draw
+        busy = True
+        raise
     finally:  # also for a killed or diverged run: the curves up to its last step
-        curves = _draw_curves(Path(cfg.out), cfg.name)
+        curves = None if busy else _draw_curves(Path(cfg.out), cfg.name)
     state = "stopped early (time budget) at" if result.stopped_early else "finished"
     print(f"pretrain {state} step {result.step}/{result.total_steps}: last loss {result.losses[-1]:.4f}, "
           f"{result.images_per_s:.0f} images/s, data wait {100 * result.data_wait_fraction:.1f}%"
@@ -359,9 +366,9 @@ def _draw_curves(out: Path, name: str) -> Optional[Path]:
     log_csv = out / "train_log.csv"
     if not log_csv.is_file() or log_csv.stat().st_size == 0:
         return None
-    try:
+    try:  # plot_curves reads the log through metafiles.read_csv_log: a damaged log is one DataError line
         return plot_curves(log_csv, out / "curves.png", title=f"{name}: pretraining loss")
-    except (ValueError, OSError) as exc:  # an empty or foreign log: the run's own outcome matters more
+    except (SelfsupError, ValueError, OSError) as exc:  # a damaged or foreign log: the run's own outcome matters more
         logging.getLogger("selfsup").warning("could not draw %s: %s", out / "curves.png", exc)
         return None
 
@@ -536,12 +543,11 @@ def _robustness(args: argparse.Namespace, cfg, source) -> dict:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from selfsup.engine.checkpoint import atomic_save_safetensors
     from selfsup.errors import ConfigError
     from selfsup.eval.run import config_for, load_backbone
     from selfsup.metafiles import check_output_file
     from selfsup.methods.base import backbone_input_size
-    from selfsup.models.export import export_state
+    from selfsup.models.export import export_state, save_export
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -551,7 +557,7 @@ def _export(args: argparse.Namespace) -> int:
     backbone = load_backbone(cfg, args.checkpoint, representation=False)
     tensors, meta = export_state(backbone, args.format, width=cfg.model.width, image_size=backbone_input_size(cfg))
     meta.update(source=str(args.checkpoint), backbone=cfg.model.backbone)
-    atomic_save_safetensors(out, tensors, meta)
+    save_export(out, tensors, meta)
     print(f"wrote {len(tensors)} tensors ({args.format} layout) to {out}")
     load = "from safetensors.torch import load_file; sd = load_file(%r)" % str(out)
     if args.format == "timm":
@@ -570,25 +576,34 @@ def _export(args: argparse.Namespace) -> int:
 def _data_pack(args: argparse.Namespace) -> int:
     from selfsup.config import DataConfig
     from selfsup.data.datasets import find_test_dir, folder_dataset
-    from selfsup.data.shards import pack
+    from selfsup.data.shards import check_pack_output, is_shard_split, pack, parse_chunk_bytes
     from selfsup.errors import ConfigError
-    from selfsup.metafiles import make_output_dir
 
     if args.workers < 1 or (args.limit is not None and args.limit < 1):
         raise ConfigError("--workers and --limit must be >= 1")
+    chunk_bytes = parse_chunk_bytes(args.chunk_bytes, "--chunk-bytes")
+    src, out = Path(args.src).expanduser(), Path(args.out).expanduser()
     cfg = DataConfig(dataset="folder", root=args.src, test_root=args.test_root, limit=args.limit)
-    make_output_dir(args.out, "OUT ")
+    # every folder the source reads: OUT may be none of them, nor contain one, nor sit inside one (a flat SRC lists
+    # its own sub-folders as training images); checked before anything is listed or written
+    sources = [src, src / "train", src / "val", src / "test", args.test_root]
+    test_dir = find_test_dir(cfg, src) if src.is_dir() else None
+    check_pack_output(out, sources, ["train", "test"] if test_dir is not None else ["train"])
     splits = {"train": folder_dataset(cfg, "train")}  # checks that SRC exists
-    if find_test_dir(cfg, Path(args.src).expanduser()) is not None:  # found as data.dataset=folder finds it
+    if test_dir is not None:  # found as data.dataset=folder finds it
         splits["test"] = folder_dataset(cfg, "test")
     else:
         print(f"no test split in {args.src}: packing the training images only")
-    written = pack(splits, args.out, chunk_bytes=args.chunk_bytes, workers=args.workers, progress=not args.quiet)
+    stale_test = "test" not in splits and is_shard_split(out / "test")
+    written = pack(splits, out, chunk_bytes=chunk_bytes, workers=args.workers, progress=not args.quiet,
+                   sources=sources)
     for name, meta in written.items():
         classes = f"{len(meta['classes'])} classes" if meta["classes"] else "unlabelled"
         bad = f", {meta['unreadable_files']} unreadable files stored empty" if meta["unreadable_files"] else ""
         print(f"{name}: {meta['records']} images ({classes}{bad}) -> {Path(args.out) / name} "
               f"in {meta['seconds']:.1f} s")
+    if stale_test:
+        print(f"removed {Path(args.out) / 'test'}, the test split of an earlier pack (this source has none)")
     print(f"train from them with: data.dataset=shards data.root={args.out}")
     return 0
 
@@ -602,12 +617,14 @@ def _views_inspect(args: argparse.Namespace) -> int:
     from selfsup.data.views import MultiViewSampler
     from selfsup.errors import ConfigError, DataError
     from selfsup.eval.plots import plot_view_grid
+    from selfsup.metafiles import check_output_file
 
     if args.recipe is None:
         raise ConfigError("views inspect needs a recipe: selfsup views inspect RECIPE [key=value ...]")
     if args.images < 1 or args.rows < 1:
         raise ConfigError("--images and --rows must be >= 1")
     cfg = load_config(args.recipe, args.overrides)
+    out = check_output_file(Path(args.out or f"views-{cfg.name}.png"))
     stats = view_statistics(cfg.views, num_images=args.images, source_size=cfg.data.image_size,
                             generator=torch.Generator().manual_seed(cfg.seed))
     print(f"recipe {args.recipe}: {cfg.views.large.count} large x {cfg.views.large.size}px "
@@ -637,7 +654,6 @@ def _views_inspect(args: argparse.Namespace) -> int:
         masks = batch["mask"]
     views = sampler(batch["image"], masks, sampler.sample_params(rows, torch.Generator().manual_seed(cfg.seed),
                                                                   source_size=size), batch["size"])
-    out = Path(args.out or f"views-{cfg.name}.png")
     ratio = f", mean(PS_g/PS_l)={stats.ps_ratio_mean:.2f}" if stats.ps_ratio_mean is not None else ""
     plot_view_grid(batch["image"], views, ds.mean, ds.std, out, masks=masks, sizes=batch["size"],
                    title=f"{cfg.name}: {cfg.views.large.count}x{cfg.views.large.size} + "

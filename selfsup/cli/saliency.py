@@ -126,9 +126,12 @@ def run_saliency(args, parser) -> int:
               f"{Path(cfg.out) / 'saliency_net.safetensors'}; summary: {Path(cfg.out) / 'saliency.json'}")
         return 0
     if args.saliency_command == "predict":
+        from selfsup.data.masks import MaskCache
         from selfsup.engine.saliency import predict_cache
 
-        out = Path(args.out) if args.out else (Path(args.net) if Path(args.net).is_dir() else Path(args.net).parent) / "masks"
+        net_dir = Path(args.net) if Path(args.net).is_dir() else Path(args.net).parent
+        out = Path(args.out) if args.out else net_dir / "masks"
+        MaskCache.check_writable(out, args.split, "--out")  # before any work (predict_cache checks it again)
         res = predict_cache(cfg, args.net, out, args.split, progress=progress)
         print(f"saliency predict: {res['images']} masks at {res['images_per_s']:.0f} images/s, "
               f"{100 * res['usable_fraction']:.1f}% with >= {100 * cfg.views.mask_min_fraction:.0f}% foreground"
@@ -137,6 +140,10 @@ def run_saliency(args, parser) -> int:
         return 0
 
     _sources(args)
+    if args.out:  # before any work: a PNG / JSON file path whose folder can be written
+        from selfsup.metafiles import check_output_file
+
+        args.out = str(check_output_file(Path(args.out), "--out"))
     if args.saliency_command == "show" and args.photos:
         from selfsup.data.shapes import PHOTO_NAMES, _photo_arrays
         import torch.nn.functional as F
@@ -186,7 +193,8 @@ def run_saliency(args, parser) -> int:
     for name, s in scores.items():
         print(f"{name:10s} {s['f_beta']:7.3f} {s['max_f_beta']:7.3f} {s['mae']:7.3f} {s['iou']:7.3f}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"images": int(len(indices)), "split": args.split, "scores": scores},
-                                             indent=2) + "\n")
+        from selfsup.fileio import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), (json.dumps({"images": int(len(indices)), "split": args.split,
+                                                         "scores": scores}, indent=2) + "\n").encode())
     return 0

@@ -14,11 +14,21 @@
 and ``remove_center`` add or cut a centred square whose area is ``views.mask_edit_fraction`` (m_p) of the mask's own area;
 ``bbox`` replaces the mask by its bounding box (pixels >= 0.5).
 
-**Cache.** ``<dir>/<split>.npy`` holds uint8 masks ``(N, s, s)`` (255 = foreground) as a NumPy file opened memory-mapped,
-so pretraining reads only the rows of its batch; ``<dir>/<split>.json`` holds the dataset's fingerprint
+**Cache.** ``<dir>/<split>.json`` (the file a reader looks up first) holds the dataset's fingerprint
 (:func:`dataset_fingerprint`: dataset kind, split, size, image side, a hash of its labels and of 16 evenly spaced
-images). Opening a cache against a dataset whose fingerprint differs is an error, never silently wrong masks. Masks are
-stored at ``s`` (at most the image side) and resized bilinearly to the image side on the device.
+images), the stored mask side and the name of the array file, ``<split>.<token>.npy``: uint8 masks ``(N, s, s)``
+(255 = foreground) as a NumPy file opened memory-mapped, so pretraining reads only the rows of its batch. (A cache of
+an older selfsup, whose JSON names no array, uses ``<split>.npy``.) Opening a cache against a dataset whose fingerprint
+differs is an error, never silently wrong masks; a fingerprint of the wrong shape or with a field of the wrong type is
+one line naming the file and the field. Masks are stored at ``s`` (at most the image side) and resized bilinearly to the
+image side on the device.
+
+*Replacing a cache* (``saliency predict`` again into the same folder): the new array is written under a new name beside
+the old cache, which stays valid and readable the whole time; once it is complete, one atomic ``os.replace`` of the JSON
+switches readers from the old array to the new one, and only then is the old array (the one the old JSON named, a
+file this module wrote) removed. A kill at any moment leaves the old cache or the new one, never a fingerprint of one
+with the array of the other. Nothing else in the folder is touched, and a ``<split>.json`` that is not a mask cache's
+is never overwritten.
 
 **Whole-image crops** (folder data with ``data.crop_from=whole``: differently shaped images in a padded canvas). A
 cache's mask was computed on the image's centre square (``saliency predict`` reads centre squares, as evaluation does),
@@ -34,8 +44,10 @@ import hashlib
 import json
 import math
 import os
+import re
+import secrets
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -165,6 +177,16 @@ def dataset_fingerprint(dataset: Any, kind: str, split: str) -> Dict[str, Any]:
     return {"dataset": kind, "split": split, "size": n, "image_size": int(dataset.image_size), "sha256": h.hexdigest()}
 
 
+FORMAT = "selfsup-mask-cache-1"
+_ARRAY_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_-]+)(\.[0-9a-f]{8,64})?\.npy$")
+
+
+def _array_name_ok(name: str, split: str) -> bool:
+    """Whether ``name`` is a plain file name of an array this module writes for ``split`` (no folder part)."""
+    m = _ARRAY_NAME.match(name)
+    return bool(m) and m.group("split") == split
+
+
 class MaskCache:
     """A memory-mapped uint8 mask array ``(N, s, s)`` for one split of one dataset (see the module docstring)."""
 
@@ -175,31 +197,70 @@ class MaskCache:
 
     @staticmethod
     def paths(directory: os.PathLike, split: str):
+        """``(legacy array, metadata)``: ``<split>.npy`` (the array of an older cache whose JSON names none) and
+        ``<split>.json``, the file a reader looks up first."""
         d = Path(directory)
         return d / f"{split}.npy", d / f"{split}.json"
 
+    @staticmethod
+    def read_record(meta: Path, split: str) -> Tuple[Dict[str, Any], Path]:
+        """The fingerprint stored in ``meta`` (checked field by field) and the array file it names; one
+        :class:`DataError` line naming the file and the field otherwise."""
+        from selfsup.metafiles import Fields, read_json
+
+        record = read_json(meta, "mask cache fingerprint")
+        f = Fields(record, meta, "mask cache fingerprint")
+        if f.has("format") and f.string("format") != FORMAT:
+            raise f.error("format", f"is {record['format']!r}, not {FORMAT!r}: not a selfsup mask cache")
+        f.string("dataset")
+        f.string("split")
+        f.integer("size", lo=0)
+        f.integer("image_size", lo=1)
+        f.string("sha256")
+        f.integer("mask_size", None, lo=1)
+        name = f.string("array", f"{split}.npy")
+        if not _array_name_ok(name, split):
+            raise f.error("array", f"must name a {split}.<token>.npy file in the cache's own folder, not {name!r}")
+        return record, meta.parent / name
+
+    @classmethod
+    def check_writable(cls, directory: os.PathLike, split: str, option: str = "--out") -> Path:
+        """Before any work: ``directory`` must be a folder selfsup can write (created if missing), and an existing
+        ``<split>.json`` in it must be a mask cache's (its fingerprint read back); anything else is one line naming
+        ``option`` and the file. Returns the folder."""
+        from selfsup.metafiles import make_output_dir
+
+        d = make_output_dir(directory, option)
+        _, meta = cls.paths(d, split)
+        if meta.is_symlink() or meta.exists():
+            try:
+                if meta.is_symlink():
+                    raise DataError(f"{meta} is a symbolic link")
+                cls.read_record(meta, split)
+            except DataError as exc:
+                raise ConfigError(f"{option} {d}: {meta.name} there is not a mask cache selfsup wrote ({exc}); "
+                                  "refusing to replace it: choose another folder") from None
+        return d
+
     @classmethod
     def create(cls, directory: os.PathLike, split: str, fingerprint: Dict[str, Any],
-               mask_size: int) -> Tuple[np.ndarray, Callable[[], "MaskCache"]]:
-        """A writable memory-mapped ``(N, mask_size, mask_size)`` uint8 array in a temporary file, and ``finish()``,
-        which flushes it and moves it and the fingerprint into place (each atomically): a killed write leaves no cache
-        that could be mistaken for a finished one."""
-        npy, meta = cls.paths(directory, split)
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        for stale in (npy, meta):  # the old cache (if any) is invalid from here on
-            stale.unlink(missing_ok=True)
-        tmp = npy.with_name(npy.name + ".tmp")
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+               mask_size: int) -> Tuple[np.ndarray, "_PendingCache"]:
+        """A writable memory-mapped ``(N, mask_size, mask_size)`` uint8 array in a new file beside the current cache
+        (which stays valid), and ``finish()``, which flushes it and switches the cache to it in one atomic replace of
+        the JSON (see the module docstring); ``finish.abort()`` removes the new file instead. A killed write leaves the
+        old cache, never one that could be mistaken for a finished new one."""
+        d = cls.check_writable(directory, split, "mask cache folder")
+        _, meta = cls.paths(d, split)
+        while True:
+            token = secrets.token_hex(8)
+            npy = d / f"{split}.{token}.npy"
+            partial = d / f".{split}.{token}.npy.partial"
+            if not npy.exists() and not partial.exists():
+                break
+        arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
                                         shape=(int(fingerprint["size"]), mask_size, mask_size))
-
-        def finish() -> "MaskCache":
-            arr.flush()
-            os.replace(tmp, npy)  # the filled memmap is the temporary file: one rename puts it in place
-            record = dict(fingerprint, mask_size=int(mask_size))
-            atomic_write_bytes(meta, (json.dumps(record, indent=2) + "\n").encode())
-            return cls(np.load(npy, mmap_mode="r"), record, npy)
-
-        return arr, finish
+        return arr, _PendingCache(cls, arr, partial, npy, meta, split, dict(fingerprint, format=FORMAT,
+                                                                            mask_size=int(mask_size), array=npy.name))
 
     @classmethod
     def write(cls, directory: os.PathLike, split: str, masks: np.ndarray, fingerprint: Dict[str, Any]) -> "MaskCache":
@@ -210,24 +271,38 @@ class MaskCache:
         if masks.shape[0] != fingerprint["size"]:
             raise ValueError(f"{masks.shape[0]} masks for a dataset of {fingerprint['size']} images")
         arr, finish = cls.create(directory, split, fingerprint, masks.shape[1])
-        arr[:] = masks
+        try:
+            arr[:] = masks
+        except BaseException:
+            finish.abort()
+            raise
         return finish()
 
     @classmethod
     def open(cls, directory: os.PathLike, split: str, expect: Optional[Dict[str, Any]] = None) -> "MaskCache":
         """Open ``<directory>/<split>``; with ``expect`` (a :func:`dataset_fingerprint`) a mismatch is a DataError."""
-        npy, meta = cls.paths(directory, split)
-        if not npy.is_file() or not meta.is_file():
-            raise DataError(f"no mask cache for split '{split}' in {directory} (expected {npy.name} and {meta.name}; "
+        _, meta = cls.paths(directory, split)
+        if not meta.is_file():
+            raise DataError(f"no mask cache for split '{split}' in {directory} (expected {meta.name}; "
                             "write it with `selfsup saliency predict`)")
+        for attempt in (0, 1):
+            record, npy = cls.read_record(meta, split)
+            if npy.is_file() or attempt:
+                break  # else a writer may have just replaced the cache: read its new JSON once more
+        if not npy.is_file():
+            raise DataError(f"mask cache {meta}: its array {npy.name} is missing (rerun `selfsup saliency predict`)")
         try:
-            record = json.loads(meta.read_text())
             masks = np.load(npy, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"unreadable mask cache {npy}: {str(exc).splitlines()[0][:200]}") from None
-        if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[0] != record.get("size"):
-            raise DataError(f"mask cache {npy} holds {masks.dtype} {masks.shape}, not uint8 masks for "
-                            f"{record.get('size')} images")
+        except (OSError, ValueError, EOFError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise DataError(f"unreadable mask cache {npy}: {reason}") from None
+        side = record.get("mask_size")
+        if (not isinstance(masks, np.ndarray) or masks.dtype != np.uint8 or masks.ndim != 3
+                or masks.shape[0] != record["size"] or masks.shape[1] != masks.shape[2]
+                or (side is not None and masks.shape[1] != side)):
+            raise DataError(f"mask cache {npy} holds {getattr(masks, 'dtype', '?')} {getattr(masks, 'shape', '?')}, "
+                            f"not uint8 masks of side {side if side is not None else 's'} for {record['size']} images "
+                            f"as {meta.name} says")
         if expect is not None:
             diff = [k for k in ("dataset", "split", "size", "image_size", "sha256") if record.get(k) != expect.get(k)]
             if diff:
@@ -244,6 +319,51 @@ class MaskCache:
         idx = index.cpu().numpy()
         m = torch.from_numpy(np.ascontiguousarray(self.masks[idx])).unsqueeze(1).to(device, non_blocking=True)
         return resize_masks(m, size)
+
+
+class _PendingCache:
+    """``finish()`` of :meth:`MaskCache.create` (callable), with ``abort()``."""
+
+    def __init__(self, cls, arr: np.ndarray, partial: Path, npy: Path, meta: Path, split: str,
+                 record: Dict[str, Any]):
+        self.cls, self.arr, self.partial, self.npy, self.meta = cls, arr, partial, npy, meta
+        self.split, self.record = split, record
+
+    def _old_array(self) -> Optional[Path]:
+        """The array the current JSON names, if the JSON is a mask cache's (else None: nothing is removed)."""
+        if not self.meta.is_file() or self.meta.is_symlink():
+            return None
+        try:
+            _, old = self.cls.read_record(self.meta, self.split)
+        except DataError:
+            return None
+        return old
+
+    def abort(self) -> None:
+        """Drop the new file; the current cache is untouched."""
+        for p in (self.partial, self.npy):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __call__(self) -> "MaskCache":
+        try:
+            self.arr.flush()
+            with open(self.partial, "rb+") as fh:
+                os.fsync(fh.fileno())
+            old = self._old_array()
+            os.replace(self.partial, self.npy)  # complete, under its own new name; nothing refers to it yet
+            atomic_write_bytes(self.meta, (json.dumps(self.record, indent=2) + "\n").encode())  # the switch
+        except BaseException:
+            self.abort()
+            raise
+        if old is not None and old != self.npy and old.is_file() and not old.is_symlink():
+            try:
+                old.unlink()  # the previous cache's array: written here, named by its own JSON, now unreferenced
+            except OSError:
+                pass
+        return self.cls(np.load(self.npy, mmap_mode="r"), self.record, self.npy)
 
 
 class MaskProvider:

@@ -15,6 +15,13 @@ as they were (JPEG stays JPEG: no re-encoding, no quality lost) and its label; r
 (:func:`selfsup.data.datasets.decode_image_bytes`), so a corrupt record gets the same one-line error, or
 skip-and-count with ``data.skip_corrupt``, naming the record and its source file. A split folder appears only when it
 is complete (written beside, then renamed), so a killed pack leaves nothing half-written.
+
+**What a pack may replace.** Only ``OUT/train`` and ``OUT/test``, and only when the folder is a split that ``data pack``
+wrote itself (its ``selfsup.json`` of format :data:`FORMAT` and nothing but litdata's and selfsup's files) or is empty;
+anything else in ``OUT`` (a README) is left alone. An ``OUT`` that is, contains or sits inside the source or one of its
+split folders is refused before any work. A new split is written beside the old one (a hidden ``.train.partial-*``
+folder of its own in ``OUT``, removed on any failure) and swapped in only when complete: the old one is renamed aside,
+the new one renamed in, then the old one removed.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,14 +43,83 @@ import torch
 from selfsup.config import DataConfig
 from selfsup.data.base import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.data.images import DEFAULT_MAX_PIXELS, EncodedImageDataset, _read_regular_file
-from selfsup.errors import DataError
+from selfsup.errors import ConfigError, DataError
 from selfsup.fileio import atomic_write_bytes
+from selfsup.metafiles import Fields, claim_output_dir, make_output_dir, read_json, same_or_nested
 
-__all__ = ["pack", "ShardDataset", "FORMAT"]
+__all__ = ["pack", "ShardDataset", "FORMAT", "parse_chunk_bytes", "check_pack_output", "is_shard_split"]
 
 log = logging.getLogger("selfsup.data")
 
 FORMAT = "selfsup-shards-v1"
+
+#: the split names ``data pack`` writes (and may replace) in ``OUT``
+SPLIT_NAMES = ("train", "test")
+#: every file a split folder written by ``data pack`` holds: litdata's chunks and index, and selfsup's two files
+_OWN_FILE = re.compile(r"(?:index\.json|labels\.npy|selfsup\.json|chunk-\d+-\d+\.bin)\Z")
+#: units of ``--chunk-bytes`` (litdata's: powers of 1000)
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4}
+
+
+def parse_chunk_bytes(value: Union[int, str], option: str = "--chunk-bytes") -> int:
+    """The chunk size in bytes: a positive integer with an optional unit B, KB, MB, GB or TB (any case, litdata's
+    powers of 1000), e.g. ``64MB``; anything else is a one-line :class:`ConfigError` naming ``option``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{option} must be a positive size such as 64MB, not {value!r}")
+    if isinstance(value, int):
+        number, unit = value, ""
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+        if m is None or m.group(2).lower() not in _UNITS:
+            raise ConfigError(f"{option} must be a positive size such as 64MB (an integer with an optional unit "
+                              f"B, KB, MB, GB or TB), not {str(value)[:40]!r}")
+        number, unit = int(m.group(1)), m.group(2).lower()
+    if number < 1:
+        raise ConfigError(f"{option} must be a positive size such as 64MB, not {str(value)[:40]!r}")
+    return number * _UNITS[unit]
+
+
+def _owned_marker(marker: Path) -> bool:
+    """Whether the split folder of ``marker`` (its ``selfsup.json``) is one that ``data pack`` wrote: the marker is
+    ours (format :data:`FORMAT`) and the folder holds nothing but regular files of our own names."""
+    meta = read_json(marker, "shard index")
+    if meta.get("format") != FORMAT:
+        return False
+    with os.scandir(marker.parent) as entries:
+        return all(_OWN_FILE.match(e.name) and e.is_file(follow_symlinks=False) for e in entries)
+
+
+def is_shard_split(directory: os.PathLike) -> bool:
+    """Whether ``directory`` is a split folder that ``data pack`` wrote (and so may replace or remove)."""
+    directory = Path(directory)
+    marker = directory / "selfsup.json"
+    if directory.is_symlink() or not directory.is_dir() or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return _owned_marker(marker)
+    except (DataError, OSError):
+        return False
+
+
+def check_pack_output(out: os.PathLike, sources: Iterable[Optional[os.PathLike]],
+                      splits: Sequence[str] = SPLIT_NAMES) -> Path:
+    """Refuse, before any work, an ``OUT`` that is, contains or sits inside one of ``sources`` (the source folder and
+    its split folders), and an ``OUT/<split>`` that exists and is neither empty nor a split ``data pack`` wrote."""
+    out = Path(out).expanduser()
+    sources = [Path(s).expanduser() for s in sources if s is not None]
+    for src in sources:
+        if src.exists() and same_or_nested(out, src):
+            raise ConfigError(f"OUT {out} is, contains or sits inside the source {src}; write the shards somewhere "
+                              f"else")
+    for p in (out, *out.parents):  # OUT, or the folder it would be made in, is a file (make_output_dir's words)
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"OUT {out} is a file, not a folder" if p == out else
+                                  f"OUT {out}: {p} is a file, not a folder")
+            break
+    for name in splits:
+        claim_output_dir(out / name, "OUT ", marker="selfsup.json", owned=_owned_marker, sources=sources)
+    return out
 
 
 def _record(item: Tuple[int, str, int]) -> Dict[str, Any]:
@@ -62,12 +141,17 @@ def _reader(directory: Path):
     return litdata.StreamingDataset(str(directory), max_cache_size="100GB")
 
 
-def _pack_split(ds: Any, out: Path, chunk_bytes: str, workers: int, progress: bool) -> Dict[str, Any]:
+def _pack_split(ds: Any, out: Path, name: str, chunk_bytes: int, workers: int, progress: bool,
+                tmps: List[Path]) -> Tuple[Path, Dict[str, Any]]:
+    """Write split ``name`` of ``ds`` into a new hidden folder of its own in ``out`` (appended to ``tmps`` at once, so
+    that the caller removes it on any failure); returns the folder and its ``selfsup.json``."""
     import litdata
 
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out))
+    tmps.append(tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's folder is private; the split is an ordinary folder once renamed in
     inputs = [(k, str(p), int(lab)) for k, (p, lab) in enumerate(zip(ds.files, ds._label_list))]
     t0 = time.perf_counter()
     litdata.optimize(fn=_record, inputs=inputs, output_dir=str(tmp), chunk_bytes=chunk_bytes,
@@ -91,10 +175,31 @@ def _pack_split(ds: Any, out: Path, chunk_bytes: str, workers: int, progress: bo
     buf = _npy_bytes(labels)
     atomic_write_bytes(tmp / "labels.npy", buf)
     atomic_write_bytes(tmp / "selfsup.json", json.dumps(meta).encode())
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return meta
+    return tmp, meta
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put the complete split ``new`` at ``dest``: an empty ``dest`` is removed, a split of ours is renamed aside,
+    ``new`` renamed in, then the old one removed; anything else at ``dest`` is refused (checked again here, as the
+    folder may have changed while packing)."""
+    old = None
+    if dest.is_symlink() or dest.exists():
+        if dest.is_dir() and not dest.is_symlink() and not any(os.scandir(dest)):
+            os.rmdir(dest)
+        elif is_shard_split(dest):
+            old = dest.parent / f".{dest.name}.old-{secrets.token_hex(6)}"
+            os.rename(dest, old)
+        else:
+            raise ConfigError(f"OUT {dest} now holds files that selfsup did not write; refusing to replace it "
+                              f"(the new shards were not kept)")
+    try:
+        os.rename(new, dest)
+    except OSError:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -105,13 +210,84 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return f.getvalue()
 
 
-def pack(splits: Dict[str, Any], out: os.PathLike, *, chunk_bytes: str = "64MB", workers: int = 1,
-         progress: bool = True) -> Dict[str, Dict[str, Any]]:
+def pack(splits: Dict[str, Any], out: os.PathLike, *, chunk_bytes: Union[int, str] = "64MB", workers: int = 1,
+         progress: bool = True, sources: Iterable[Optional[os.PathLike]] = ()) -> Dict[str, Dict[str, Any]]:
     """Pack folder datasets (``{"train": FolderDataset, "test": ...}``, as ``data.dataset=folder`` lists them) into
-    ``out/<split>``. Returns each split's ``selfsup.json``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return {name: _pack_split(ds, out / name, chunk_bytes, workers, progress) for name, ds in splits.items()}
+    ``out/<split>``. Returns each split's ``selfsup.json``.
+
+    Before any work: ``chunk_bytes`` is checked (:func:`parse_chunk_bytes`) and ``out`` must not be, contain or sit
+    inside ``sources`` or any split's folder, and each ``out/<split>`` must be missing, empty or a split written here
+    (:func:`check_pack_output`). Every split is written beside and swapped in only when all of them are complete; a
+    failure removes what was written and leaves ``out`` as it was. A ``test`` split of ours left in ``out`` from an
+    earlier pack is removed when ``splits`` has none (it would be scored against the new training split)."""
+    for name in splits:
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {name!r}")
+    size = parse_chunk_bytes(chunk_bytes)
+    sources = [*sources, *(ds.directory for ds in splits.values())]
+    out = check_pack_output(out, sources, list(splits))
+    make_output_dir(out, "OUT ")
+    written: Dict[str, Tuple[Path, Dict[str, Any]]] = {}
+    tmps: List[Path] = []
+    try:
+        for name, ds in splits.items():
+            written[name] = _pack_split(ds, out, name, size, workers, progress, tmps)
+        for name, (tmp, _) in written.items():
+            _swap_in(tmp, out / name)
+        for name in SPLIT_NAMES:
+            if name not in splits and is_shard_split(out / name):
+                log.warning("%s: removed the %s split of an earlier pack (the source has none)", out / name, name)
+                shutil.rmtree(out / name)
+    finally:
+        for tmp in tmps:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {name: meta for name, (_, meta) in written.items()}
+
+
+def read_shard_meta(directory: os.PathLike) -> Dict[str, Any]:
+    """The checked ``selfsup.json`` of a shard split: ``format`` (:data:`FORMAT`), ``records`` (an integer >= 1),
+    ``classes`` (distinct strings, or None when unlabelled) and ``names`` (strings, one per record, or None). One
+    :class:`DataError` line naming the file and the field otherwise."""
+    path = Path(directory) / "selfsup.json"
+    f = Fields(read_json(path, "shard index"), path, "shard index")
+    fmt = f.raw("format", None)
+    if fmt != FORMAT:
+        raise DataError(f"{path}: shard index of format {str(fmt)[:40]!r}; expected {FORMAT} (pack it again)")
+    records = f.integer("records", lo=1)
+    classes = f.list("classes", None, of=str, allow_none=True) or None
+    if classes is not None and len(set(classes)) != len(classes):
+        raise f.error("classes", "names a class twice")
+    names = f.list("names", None, of=str, allow_none=True)
+    if names is not None and len(names) != records:
+        raise f.error("names", f"has {len(names)} entries for {records} records")
+    return {"format": fmt, "records": records, "classes": classes, "names": names}
+
+
+def _read_labels(path: Path, records: int, classes: Optional[List[str]]) -> np.ndarray:
+    """``labels.npy``: a 1-D integer array of ``records`` labels, each in ``[0, len(classes))``, or every one -1 when
+    the split is unlabelled (no classes). One :class:`DataError` line naming the file otherwise."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read the shard labels: {str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: the shard labels must be a 1-D integer array, not "
+                        f"{getattr(labels, 'ndim', '?')}-D {getattr(labels, 'dtype', type(labels).__name__)} "
+                        f"(pack it again)")
+    if len(labels) != records:
+        raise DataError(f"{path}: {len(labels)} labels for the {records} records of selfsup.json (pack it again)")
+    if classes:
+        bad = (labels < 0) | (labels >= len(classes))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: label {int(labels[k])} of record {k} is outside [0, {len(classes)}) "
+                            f"(selfsup.json names {len(classes)} classes; pack it again)")
+    elif (labels != -1).any():
+        k = int(np.flatnonzero(labels != -1)[0])
+        raise DataError(f"{path}: label {int(labels[k])} of record {k} in an unlabelled split (selfsup.json names "
+                        f"no classes, so every label is -1; pack it again)")
+    return labels.astype(np.int64)
 
 
 class ShardDataset(EncodedImageDataset):
@@ -132,18 +308,12 @@ class ShardDataset(EncodedImageDataset):
         if not meta_path.is_file() or not labels_path.is_file() or not (directory / "index.json").is_file():
             raise DataError(f"{directory} is not a selfsup shard folder (no selfsup.json, labels.npy and index.json; "
                             f"write one with `selfsup data pack SRC OUT`)")
-        try:
-            meta = json.loads(meta_path.read_text())
-            labels = np.load(labels_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read the shard index in {directory}: {exc}") from None
-        if meta.get("format") != FORMAT or labels.ndim != 1 or len(labels) != meta.get("records"):
-            raise DataError(f"{directory}: shard index of format {meta.get('format')!r} with {len(labels)} labels for "
-                            f"{meta.get('records')} records; expected {FORMAT} (pack it again)")
+        meta = read_shard_meta(directory)
+        labels = _read_labels(labels_path, meta["records"], meta["classes"])
         n = len(labels) if limit is None else min(limit, len(labels))
         self.directory = directory
-        self.names: List[str] = list(meta.get("names") or [])[:n]
-        self.class_names = meta.get("classes")
+        self.names: List[str] = list(meta["names"] or [])[:n]
+        self.class_names: Optional[List[str]] = meta["classes"]
         self.num_classes = len(self.class_names) if self.class_names else None
         self.labels = torch.from_numpy(labels[:n].astype(np.int64))
         self._label_list = self.labels.tolist()
@@ -191,5 +361,23 @@ def shard_dataset(cfg: DataConfig, split: str, whole: bool = False) -> ShardData
         directory = Path(cfg.test_root).expanduser()
     if split == "test" and not directory.is_dir():
         raise DataError(f"no test split in {root} (pack a source with a test folder, or set data.test_root)")
-    return ShardDataset(directory, cfg.image_size, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit,
-                        max_pixels=cfg.max_pixels, whole=whole, max_aspect=cfg.max_aspect)
+    ds = ShardDataset(directory, cfg.image_size, skip_corrupt=cfg.skip_corrupt, limit=cfg.limit,
+                      max_pixels=cfg.max_pixels, whole=whole, max_aspect=cfg.max_aspect)
+    if split == "test":
+        _check_same_classes(root / "train", ds)
+    return ds
+
+
+def _check_same_classes(train_dir: Path, test: ShardDataset) -> None:
+    """A test split is scored against the training split's labels, so both must name the same classes in the same
+    order (a label is a position in that list). As for ``data.dataset=folder``, an unlabelled split on either side is
+    not compared; a missing training split leaves nothing to compare."""
+    if not (train_dir / "selfsup.json").is_file():
+        return
+    train_classes = read_shard_meta(train_dir)["classes"]
+    if train_classes and test.class_names and train_classes != test.class_names:
+        def show(c: List[str]) -> str:
+            return ", ".join(c[:5]) + (f", ... ({len(c)} in all)" if len(c) > 5 else "")
+
+        raise DataError(f"the test shards {test.directory} name other classes ({show(test.class_names)}) than the "
+                        f"training shards {train_dir} ({show(train_classes)}); pack both splits from one dataset")

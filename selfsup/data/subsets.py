@@ -11,7 +11,11 @@ labelled dataset, so it draws the subset itself:
 * **Saved and validated.** :func:`subset_for` writes the indices as JSON together with the identity of the dataset
   they index (name, split, size, number of classes and a SHA-256 of the label vector). A file whose identity does not
   match the dataset in hand is refused with one line: a subset drawn for another dataset, or for the same folder
-  after files were added, would otherwise silently pick other images.
+  after files were added, would otherwise silently pick other images. Every other field is checked as well when the
+  file is read back (:func:`load_subset`): ``num_labels`` must count the indices, the indices must be distinct,
+  in range and labelled, and their per-class counts must be the class-balanced ones of the stored ``fraction``; the
+  ``fraction`` and ``seed`` must be those asked for. A file that disagrees with itself is refused in one line naming
+  the file and the field, never used.
 """
 
 from __future__ import annotations
@@ -80,33 +84,82 @@ def save_subset(path: Path, indices: Tensor, identity: Dict[str, Any], fraction:
         raise
 
 
-def load_subset(path: Path, identity: Dict[str, Any]) -> Tensor:
-    """The indices stored in ``path``, after checking that they were drawn for the dataset described by ``identity``."""
+def _expected_counts(labels: Tensor, fraction: float) -> Dict[int, int]:
+    """Per labelled class, how many of its examples :func:`class_balanced_subset` draws at ``fraction``."""
+    out: Dict[int, int] = {}
+    for c, n in zip(*[t.tolist() for t in torch.unique(labels, return_counts=True)]):
+        if c >= 0:
+            out[int(c)] = n if fraction >= 1 else max(1, int(round(fraction * n)))
+    return out
+
+
+def load_subset(path: Path, identity: Dict[str, Any], labels: Optional[Tensor] = None,
+                fraction: Optional[float] = None, seed: Optional[int] = None) -> Tensor:
+    """The indices stored in ``path``, after checking every field: the format, that it was drawn for the dataset
+    described by ``identity``, that ``num_labels`` counts the indices, that the indices are distinct and in range,
+    and (with the dataset's ``labels``) that they index labelled examples in the class-balanced numbers its
+    ``fraction`` gives. ``fraction`` and ``seed``, when given, must be the file's. Anything else is one
+    :class:`DataError` line naming the file and the field: a subset that disagrees with itself or with the data is
+    never used."""
+    from selfsup.metafiles import Fields, read_json
+
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read the label subset {path}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(f"{path} is not a selfsup label-subset file")
-    stored = payload.get("identity")
-    if stored != identity:
-        diff = [k for k in identity if not isinstance(stored, dict) or stored.get(k) != identity[k]]
-        raise DataError(f"the label subset {path} was drawn for another dataset (differs in: {', '.join(diff)}); "
-                        "delete it or point eval.finetune.subset_dir elsewhere")
-    indices = payload.get("indices")
-    if (not isinstance(indices, list) or not indices or not all(isinstance(i, int) for i in indices)
-            or min(indices) < 0 or max(indices) >= identity["size"] or len(set(indices)) != len(indices)):
-        raise DataError(f"the label subset {path} holds invalid indices")
-    return torch.tensor(sorted(indices), dtype=torch.long)
+    what = "label subset"
+    f = Fields(read_json(path, what), path, what)
+    if f.raw("format", None) != FORMAT:
+        raise DataError(f"{path} is not a selfsup label-subset file (field format must be {FORMAT!r})")
+    ident = f.mapping("identity")
+    for key, want in identity.items():
+        if ident.raw(key, None) != want:
+            diff = [k for k in identity if ident.raw(k, None) != identity[k]]
+            raise DataError(f"the label subset {path} was drawn for another dataset (differs in: {', '.join(diff)}); "
+                            "delete it or point eval.finetune.subset_dir elsewhere")
+    size = int(identity["size"])
+    stored_fraction = f.number("fraction", lo=0, hi=1)
+    if stored_fraction <= 0:
+        raise f.error("fraction", f"must be in (0, 1], not {stored_fraction}")
+    if fraction is not None and stored_fraction != float(fraction):
+        raise f.error("fraction", f"is {stored_fraction:g}, not the {float(fraction):g} asked for")
+    stored_seed = f.integer("seed")
+    if seed is not None and stored_seed != int(seed):
+        raise f.error("seed", f"is {stored_seed}, not the {int(seed)} asked for")
+    indices = f.list("indices", of=int)
+    if not indices:
+        raise f.error("indices", "is empty")
+    for i, v in enumerate(indices):
+        if not 0 <= v < size:
+            raise f.error(f"indices[{i}]", f"= {v} is outside the dataset's {size} images")
+    seen: set = set()
+    for v in indices:
+        if v in seen:
+            raise f.error("indices", f"holds index {v} more than once")
+        seen.add(v)
+    num = f.integer("num_labels", lo=0)
+    if num != len(indices):
+        raise f.error("num_labels", f"is {num}, but the file holds {len(indices)} indices")
+    index = torch.tensor(sorted(indices), dtype=torch.long)
+    if labels is not None:
+        labels = torch.as_tensor(labels).long().flatten()
+        picked = labels[index]
+        if bool((picked < 0).any()):
+            bad = int(index[picked < 0][0])
+            raise f.error("indices", f"holds index {bad}, an unlabelled image")
+        want = _expected_counts(labels, stored_fraction)
+        have = {int(c): int(n) for c, n in zip(*[t.tolist() for t in torch.unique(picked, return_counts=True)])}
+        for c in sorted(set(want) | set(have)):
+            if have.get(c, 0) != want.get(c, 0):
+                raise f.error("indices", f"hold {have.get(c, 0)} images of class {c}, but a class-balanced "
+                                         f"{stored_fraction:g} subset has {want.get(c, 0)} (per class: "
+                                         f"max(1, round(fraction * n_c)))")
+    return index
 
 
 def subset_for(labels: Tensor, identity: Dict[str, Any], fraction: float, seed: int, folder: Path) -> tuple:
     """``(indices, path)``: the subset file in ``folder`` for (dataset, fraction, seed), read if it exists (and
     validated), drawn and written otherwise."""
     path = Path(folder) / subset_filename(identity, fraction, seed)
-    if path.exists():
-        return load_subset(path, identity), path
+    if path.exists() or path.is_symlink():
+        return load_subset(path, identity, labels, fraction, seed), path
     indices = class_balanced_subset(labels, fraction, seed)
     try:
         save_subset(path, indices, identity, fraction, seed)

@@ -47,7 +47,7 @@ from selfsup.data.masks import resize_masks
 from selfsup.data.saliency import saliency_maps
 from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_weights
 from selfsup.engine.devices import device_for
-from selfsup.errors import CheckpointError, ConfigError
+from selfsup.errors import CheckpointError, ConfigError, DataError
 from selfsup.losses.fbeta import fbeta_loss
 from selfsup.metrics.saliency import saliency_scores
 from selfsup.models.backbones import create_backbone
@@ -59,6 +59,7 @@ __all__ = ["guided_filter", "fit_saliency", "build_saliency_net", "load_saliency
 log = logging.getLogger(__name__)
 
 NET_FILE = "saliency_net.safetensors"
+SIGNATURE_FILE = "fit_signature.txt"
 
 
 def guided_filter(p: Tensor, guide: Tensor, radius: int, eps: float) -> Tensor:
@@ -193,6 +194,29 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _load_maps(path: Path, n: int, size: int) -> np.ndarray:
+    """A stored stage's uint8 maps ``(n, size, size)`` (a fit folder's ``handcrafted/`` or ``refined/`` file); one
+    line naming the file when it cannot be read or holds anything else."""
+    try:
+        maps = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: unreadable saliency maps ({reason}); delete it to recompute that stage") from None
+    if not isinstance(maps, np.ndarray) or maps.dtype != np.uint8 or maps.shape != (n, size, size):
+        raise DataError(f"{path}: holds {getattr(maps, 'dtype', type(maps).__name__)} "
+                        f"{getattr(maps, 'shape', '')}, not the uint8 ({n}, {size}, {size}) maps of this fit set; "
+                        "delete it to recompute that stage")
+    return maps
+
+
+def _signature_owned(path: Path) -> bool:
+    """Whether ``path`` is a fit folder's signature (a JSON mapping): the mark of a folder ``saliency fit`` wrote."""
+    from selfsup.metafiles import read_json
+
+    read_json(path, "saliency fit signature")
+    return True
+
+
 def _fit_signature(cfg: Config) -> str:
     """What a fit folder's files depend on: the data, the model, the saliency settings and the seed (not the number of
     worker processes, which changes no result)."""
@@ -208,15 +232,20 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
     s = cfg.saliency
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    from selfsup.metafiles import claim_output_dir, make_output_dir, read_json
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    sig_file = out / SIGNATURE_FILE
+    # a folder of someone else's files, or the data itself, is never written into; then the folder is created
+    claim_output_dir(out, "out=", marker=SIGNATURE_FILE, owned=_signature_owned,
+                     sources=[r for r in (cfg.data.root, cfg.data.test_root) if r])
+    make_output_dir(out, "out=")
     signature = _fit_signature(cfg)
-    sig_file = out / "fit_signature.txt"
-    if sig_file.is_file() and sig_file.read_text() != signature:
+    if sig_file.is_file() and read_json(sig_file, "saliency fit signature") != json.loads(signature):
         raise ConfigError(f"{out} holds a saliency fit made with other settings (data, model, saliency or seed); "
                           "choose another out= or delete the folder")
-    sig_file.write_text(signature)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    atomic_write_bytes(sig_file, signature.encode())
+    atomic_write_bytes(out / "config.yaml", to_yaml(cfg).encode())
 
     if not s.encoder:
         log_fn("saliency: saliency.encoder is not set, so the encoder starts from random init; RELICv2 uses a "
@@ -234,7 +263,7 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
     for mi, method in enumerate(s.methods):
         hc_path = out / "handcrafted" / f"{method}.npy"
         if hc_path.is_file():
-            maps = np.load(hc_path)
+            maps = _load_maps(hc_path, len(idx), size)
             ips = None
         else:
             bar = tqdm(total=len(idx), desc=f"{method} maps", unit="img", disable=not progress, dynamic_ncols=True,
@@ -254,7 +283,7 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
         for r in range(s.rounds):
             r_path = out / "refined" / f"{method}_round{r + 1}.npy"
             if r_path.is_file():
-                target = torch.from_numpy(np.load(r_path)).float() / 255.0
+                target = torch.from_numpy(_load_maps(r_path, len(idx), size)).float() / 255.0
                 rounds.append({"round": r + 1, "resumed": True})
             else:
                 lr = s.round_lr * s.round_lr_growth ** r
@@ -299,7 +328,7 @@ def fit_saliency(cfg: Config, progress: bool = True, log_fn: Callable[[str], Non
         log_fn(f"saliency: fused network F-beta {summary['fused']['scores_test']['f_beta']:.3f}, IoU "
                f"{summary['fused']['scores_test']['iou']:.3f} on {n_test} held-out test images")
     summary["seconds"] = time.perf_counter() - t_start
-    (out / "saliency.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(out / "saliency.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
 
@@ -308,9 +337,62 @@ def dataset_images_masks(dataset, indices: Sequence[int], size: int) -> np.ndarr
     return resize_masks(torch.stack([dataset[int(i)]["mask"] for i in indices]), size)[:, 0].numpy()
 
 
+def _net_metadata(p: Path, cfg: Config) -> Tuple[int, List[float], List[float], Config]:
+    """The image side, mean, std and fit config stored in a saliency network's safetensors metadata, each checked; one
+    :class:`CheckpointError` line naming the file and the field otherwise."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{p}: not a readable safetensors file ({reason})") from None
+    if meta.get("format") != "selfsup-saliency-1":
+        raise CheckpointError(f"{p} is not a selfsup saliency network")
+
+    def field(key: str):
+        if key not in meta:
+            raise CheckpointError(f"{p}: metadata field {key} is missing")
+        try:
+            return json.loads(meta[key], parse_constant=lambda c: float("nan"))
+        except (ValueError, RecursionError):
+            raise CheckpointError(f"{p}: metadata field {key} is not valid JSON") from None
+
+    size = field("image_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 65536:
+        raise CheckpointError(f"{p}: metadata field image_size must be a positive integer, "
+                              f"not {meta['image_size'][:40]!r}")
+    stats = []
+    for key in ("mean", "std"):
+        v = field(key)
+        if (not isinstance(v, list) or len(v) != 3
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) for x in v)
+                or (key == "std" and any(x <= 0 for x in v))):
+            raise CheckpointError(f"{p}: metadata field {key} must be a list of 3 finite numbers"
+                                  f"{' above 0' if key == 'std' else ''}, not {meta[key][:60]!r}")
+        stats.append([float(x) for x in v])
+    fit_cfg = cfg
+    if meta.get("config"):
+        base = field("config")
+        if not isinstance(base, dict):
+            raise CheckpointError(f"{p}: metadata field config must be a mapping of options, "
+                                  f"not {meta['config'][:40]!r}")
+        try:
+            fit_cfg = load_config(None, [], base=base)
+        except (ConfigError, ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{p}: metadata field config is not a valid selfsup config ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - OmegaConf's own errors on a malformed stored mapping
+            if type(exc).__module__.split(".")[0] != "omegaconf":
+                raise
+            raise CheckpointError(f"{p}: metadata field config is not a valid selfsup config "
+                                  f"({str(exc).splitlines()[0][:160]})") from None
+    return size, stats[0], stats[1], fit_cfg
+
+
 def load_saliency_net(path: os.PathLike, cfg: Config) -> Tuple[SaliencyNet, dict]:
     """The fused network of a fit folder (or its ``.safetensors``) and its metadata (image size, mean, std)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -318,20 +400,15 @@ def load_saliency_net(path: os.PathLike, cfg: Config) -> Tuple[SaliencyNet, dict
         p = p / NET_FILE
     if not p.is_file():
         raise CheckpointError(f"no saliency network at {path} (run `selfsup saliency fit` first)")
-    with safe_open(str(p), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != "selfsup-saliency-1":
-        raise CheckpointError(f"{p} is not a selfsup saliency network")
-    size = int(meta["image_size"])
-    fit_cfg = load_config(None, [], base=json.loads(meta["config"])) if meta.get("config") else cfg
+    size, mean, std, fit_cfg = _net_metadata(p, cfg)
     torch.manual_seed(0)
     net = SaliencyNet(create_backbone(fit_cfg.model, image_size=size), size, fit_cfg.saliency.decoder_channels)
     try:
         net.load_state_dict(load_file(str(p)))
-    except RuntimeError as exc:
+    except (RuntimeError, SafetensorError, OSError) as exc:
         raise CheckpointError(f"{p} does not fit its own config: {str(exc).splitlines()[0][:200]}") from None
     net.eval()
-    return net, {"image_size": size, "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"])}
+    return net, {"image_size": size, "mean": mean, "std": std}
 
 
 def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, split: str = "train",
@@ -345,6 +422,7 @@ def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, spli
     from selfsup.data.datasets import collate
     from selfsup.data.masks import MaskCache, dataset_fingerprint
 
+    out_dir = MaskCache.check_writable(out_dir, split, "--out")  # before any work: a folder selfsup may write
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = device_for(cfg)
@@ -356,8 +434,23 @@ def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, spli
     arr, finish = MaskCache.create(out_dir, split, fingerprint, size)
     loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.workers,
                         collate_fn=collate)
-    side = meta["image_size"]
     t0 = time.perf_counter()
+    try:
+        done, skipped, usable = _predict_into(arr, loader, net, meta, size, cfg, device, split, progress)
+    except BaseException:
+        finish.abort()  # the new file goes; the current cache (if any) stays as it was
+        raise
+    cache = finish()
+    seconds = time.perf_counter() - t0
+    return {"images": done, "skipped": skipped, "images_per_s": done / max(seconds, 1e-9), "mask_size": size,
+            "usable_fraction": usable / max(done, 1), "path": str(cache.path)}
+
+
+def _predict_into(arr: np.ndarray, loader, net: SaliencyNet, meta: dict, size: int, cfg: Config,
+                  device: torch.device, split: str, progress: bool) -> Tuple[int, int, int]:
+    """Fill the cache array ``arr`` with the binarised predictions of every batch; returns the counts of images
+    done, skipped (unreadable) and usable (enough foreground)."""
+    side = meta["image_size"]
     done = skipped = usable = 0
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"saliency predict ({split})", unit="batch", disable=not progress,
@@ -375,7 +468,4 @@ def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, spli
             usable += int((m.float().mean(dim=(1, 2)) >= cfg.views.mask_min_fraction).sum())
             arr[batch["index"].numpy()] = (m.to(torch.uint8) * 255).cpu().numpy()
             done += int(x.shape[0])
-    cache = finish()
-    seconds = time.perf_counter() - t0
-    return {"images": done, "skipped": skipped, "images_per_s": done / max(seconds, 1e-9), "mask_size": size,
-            "usable_fraction": usable / max(done, 1), "path": str(cache.path)}
+    return done, skipped, usable

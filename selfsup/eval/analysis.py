@@ -23,6 +23,7 @@ feature scales differ by orders of magnitude on one colour scale and one axis, a
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.errors import ConfigError, DataError
+from selfsup.errors import CheckpointError, ConfigError, DataError
+from selfsup.metafiles import Fields, make_output_dir
 
 log = logging.getLogger("selfsup.eval")
 
@@ -121,25 +123,46 @@ def embedding_2d(feats: torch.Tensor, labels: torch.Tensor, max_points: int = 20
     return pts, labels[keep].numpy()
 
 
+def snapshot_images_seen(path: Path) -> Optional[int]:
+    """The ``images_seen`` of a snapshot's safetensors metadata (``None`` when it has none). A file that is not a
+    safetensors file, or whose ``images_seen`` is not a non-negative integer, is one line naming the file and field."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: the snapshot is not a regular file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the snapshot is not a readable safetensors file ({first})") from None
+    fields = Fields(meta, path, "the snapshot metadata")
+    value = fields.string("images_seen", None)
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", value.strip()):
+        raise fields.error("images_seen", f"must be a non-negative integer, not {value[:40]!r}")
+    return int(value)
+
+
 def snapshot_files(run_dir: Path) -> List[Tuple[int, Path]]:
     """``(images_seen, path)`` of every snapshot of a run and its final ``backbone.safetensors``, sorted, unique."""
-    from safetensors import safe_open
-
     run_dir = Path(run_dir)
     found: Dict[int, Path] = {}
     paths = sorted((run_dir / "snapshots").glob("*.safetensors")) if (run_dir / "snapshots").is_dir() else []
     for p in paths:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "images_seen" in meta:
-            found[int(meta["images_seen"])] = p
+        images = snapshot_images_seen(p)
+        if images is not None:
+            found[images] = p
     final = run_dir / "backbone.safetensors"
     last = run_dir / "last.ckpt"
     if final.is_file() and last.is_file():
         from selfsup.engine.checkpoint import load_checkpoint
 
-        state = load_checkpoint(last)
-        batch = int((state["config"].get("train") or {}).get("batch_size") or 0)
+        state = load_checkpoint(last)  # checks the step and that the config is a mapping
+        train = Fields(state["config"], last, "the checkpoint's config").mapping("train", None, allow_none=True)
+        batch = train.integer("batch_size", 0, lo=0) if train is not None else 0
         if batch:
             found.setdefault(int(state["step"]) * batch, final)
     return sorted(found.items())
@@ -160,8 +183,6 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
         raise ConfigError(f"--probe must be knn or linear, got '{probe}'")
     if per_class < 2 or max_points < 10:
         raise ConfigError("--per-class must be >= 2 and --max-points >= 10")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     sources: List[Tuple[str, Optional[str]]] = []
     for r in runs:
         name = Path(r).name if Path(r).name not in ("last.ckpt", "backbone.safetensors") else Path(r).parent.name
@@ -172,6 +193,12 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
         sources.append(("random init", None))
     if not sources:
         raise ConfigError("analyze needs at least one run (or --random-init)")
+    snapshots: Dict[str, List[Tuple[int, Path]]] = {}
+    if curve:  # every snapshot's metadata read before any work: a damaged one is refused at once
+        for name, src in sources:
+            if src:
+                snapshots[name] = snapshot_files(Path(src) if Path(src).is_dir() else Path(src).parent)
+    out = make_output_dir(out, "--out")
     first_cfg = None
     nn_res, ratios, embeds, curves, summary = {}, {}, {}, {}, {}
     class_names = None
@@ -194,7 +221,7 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
             embeds[name] = embedding_2d(xte, yte, max_points=max_points, seed=cfg.seed)
         if curve and src:
             pts = []
-            for images, path in snapshot_files(Path(src) if Path(src).is_dir() else Path(src).parent):
+            for images, path in snapshots.get(name, []):
                 snap = load_backbone(cfg, str(path))
                 f = features(cfg, snap, data, False)
                 acc = (run_knn(cfg, snap, data, False, feats=f)[f"k{cfg.eval.knn.k[0]}_top1"] if probe == "knn"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -12,6 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from selfsup.errors import DataError  # noqa: E402
+from selfsup.metafiles import read_csv_log  # noqa: E402
 
 
 def save_figure(fig, png: Path, tight: bool = False) -> Path:
@@ -23,13 +26,46 @@ def save_figure(fig, png: Path, tight: bool = False) -> Path:
     return png
 
 
-def read_train_log(path: Path) -> Dict[str, List[float]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols: Dict[str, List[float]] = {}
+#: the columns of ``train_log.csv`` (the trainer's ``_StepLog.FIELDS``; every one of them is a number)
+TRAIN_LOG_COLUMNS = ("step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
+                     "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped",
+                     "pretext_top1")
+
+
+def read_train_log_rows(path: Path) -> List[Dict[str, str]]:
+    """The rows of a run's ``train_log.csv``, checked: text, short fields, ``step`` and ``loss`` columns, every known
+    column a number where filled, and every row's ``step`` a whole number >= 0. A damaged log is one
+    :class:`~selfsup.errors.DataError` line naming the file, the row and the column (``float(cell)`` is safe after)."""
+    path = Path(path)
+    rows = read_csv_log(path, "training log", numeric=TRAIN_LOG_COLUMNS, required=("step", "loss"))
+    for i, row in enumerate(rows):
+        cell = row.get("step")
+        value = float(cell) if cell not in ("", None) else None
+        if value is None or not math.isfinite(value) or value < 0 or value != int(value):
+            raise DataError(f"{path}: training log row {i + 2}, column 'step': {str(cell)[:40]!r} is not a step "
+                            f"number (a whole number >= 0)")
+    return rows
+
+
+def log_series(rows: Sequence[Dict[str, str]], key: str) -> List[Tuple[float, float]]:
+    """``(step, value)`` of every row of a checked log (:func:`read_train_log_rows`) that has ``key``; an infinite
+    value is kept as NaN (a gap in the plot)."""
+    out = []
     for r in rows:
+        cell = r.get(key)
+        if cell in ("", None):
+            continue
+        v = float(cell)
+        out.append((float(r["step"]), v if math.isfinite(v) else math.nan))
+    return out
+
+
+def read_train_log(path: Path) -> Dict[str, List[float]]:
+    """Each column of a run's ``train_log.csv`` as a list of its filled cells (read by :func:`read_train_log_rows`)."""
+    cols: Dict[str, List[float]] = {}
+    for r in read_train_log_rows(path):
         for k, v in r.items():
-            if v not in ("", None):
+            if k in TRAIN_LOG_COLUMNS and v not in ("", None):
                 cols.setdefault(k, []).append(float(v))
     return cols
 
@@ -41,12 +77,17 @@ MONITOR_CURVES = (  # train_log.csv column, label, style
 )
 
 
-def plot_curves(train_log: Path, png: Path, title: str = "pretraining loss") -> Path:
+def plot_curves(train_log: Path, png: Path, title: str = "pretraining loss",
+                rows: Optional[Sequence[Dict[str, str]]] = None) -> Path:
     """Loss per step (light) with a moving average (dark), and the learning rate on a second axis; when the run was
-    monitored (``monitor.*``), a second panel with the online classifier's and the kNN probe's top-1 against the step."""
-    cols = read_train_log(train_log)
-    steps, loss = cols.get("step", []), cols.get("loss", [])
-    monitored = [c for c in MONITOR_CURVES if c[0] in cols]
+    monitored (``monitor.*``), a second panel with the online classifier's and the kNN probe's top-1 against the step.
+
+    The log is read through :func:`read_train_log_rows` (``rows``: already read), so a damaged log is one
+    :class:`~selfsup.errors.DataError` line, never a traceback."""
+    rows = read_train_log_rows(train_log) if rows is None else rows
+    loss_pts = log_series(rows, "loss")
+    steps, loss = [p[0] for p in loss_pts], [p[1] for p in loss_pts]
+    monitored = [c for c in MONITOR_CURVES if log_series(rows, c[0])]
     fig, axes = plt.subplots(1, 1 + bool(monitored), figsize=(7 + 5 * bool(monitored), 4), dpi=110, squeeze=False)
     ax = axes[0, 0]
     ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="loss")
@@ -57,25 +98,24 @@ def plot_curves(train_log: Path, png: Path, title: str = "pretraining loss") -> 
         ax.plot(steps[w - 1:], smooth, color="tab:blue", lw=2, label=f"moving average ({w} steps)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_title(title.replace("$", r"\$"))  # a run name is text, not mathtext (bad mathtext raises)
     ax.grid(alpha=0.3)
-    if "lr" in cols:
+    lr = log_series(rows, "lr")
+    if lr:
         ax2 = ax.twinx()
-        ax2.plot(steps, cols["lr"], color="tab:orange", lw=1, ls="--", label="learning rate")
+        ax2.plot(*zip(*lr), color="tab:orange", lw=1, ls="--", label="learning rate")
         ax2.set_ylabel("learning rate", color="tab:orange")
     ax.legend(loc="upper right")
     if monitored:
-        _plot_monitor(axes[0, 1], train_log, monitored)
+        _plot_monitor(axes[0, 1], rows, monitored)
     fig.tight_layout()
     return save_figure(fig, png)
 
 
-def _plot_monitor(ax, train_log: Path, curves) -> None:
+def _plot_monitor(ax, rows: Sequence[Dict[str, str]], curves) -> None:
     """Each monitored accuracy against the step it was measured at (its rows only: kNN runs every N steps)."""
-    with open(train_log, newline="") as f:
-        rows = list(csv.DictReader(f))
     for key, label, style in curves:
-        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
+        pts = log_series(rows, key)
         if key == "online_top1" and len(pts) >= 5:  # noisy per batch: a moving average
             w = max(5, len(pts) // 25)
             smooth = torch.nn.functional.avg_pool1d(torch.tensor([p[1] for p in pts])[None, None], w, stride=1)

@@ -105,9 +105,14 @@ def matched_ood_dataset(root: str, class_names: Sequence[str], image_size: int, 
     from selfsup.data.datasets import FolderDataset
 
     root_path = Path(root)
+    if not root_path.exists():
+        raise ConfigError(f"--ood {root}: no such folder")
     if not root_path.is_dir():
-        raise ConfigError(f"--ood {root}: not a folder")
-    ds = FolderDataset(root_path, image_size, skip_corrupt=cfg_data.skip_corrupt, max_pixels=cfg_data.max_pixels)
+        raise ConfigError(f"--ood {root}: is a file, not a folder of class folders")
+    try:
+        ds = FolderDataset(root_path, image_size, skip_corrupt=cfg_data.skip_corrupt, max_pixels=cfg_data.max_pixels)
+    except DataError as exc:
+        raise DataError(f"--ood {root}: {exc}") from None
     names = list(ds.class_names or [])
     if not names:
         raise DataError(f"--ood {root}: no class folders (an out-of-distribution test set must be labelled)")
@@ -155,6 +160,13 @@ def run_robustness(cfg, checkpoint: Optional[str], *, corruptions: Sequence[str]
     if corruptions:
         _corrupt_fn()  # fail before any work when the extra is missing
     data = data or probe_data(cfg)
+    ood_sets: Dict[str, Dataset] = {}
+    if ood:  # every --ood folder is checked before any work
+        names = data.train.class_names
+        if not names:
+            raise ConfigError(f"data.dataset={cfg.data.dataset} has no class names to match --ood folders against")
+        for root in ood:
+            ood_sets[str(root)] = matched_ood_dataset(root, names, data.train.image_size, cfg.data)
     backbone = load_backbone(cfg, checkpoint).to(device_for(cfg))
     xtr, ytr, xte, yte = features(cfg, backbone, data, progress)
     lc = cfg.eval.linear
@@ -188,12 +200,8 @@ def run_robustness(cfg, checkpoint: Optional[str], *, corruptions: Sequence[str]
         out["mean_corrupted_top1"] = float(np.mean(list(per_corruption.values())))
         out["groups"] = {g: float(np.mean([per_corruption[c] for c in cs if c in per_corruption]))
                          for g, cs in GROUPS.items() if any(c in per_corruption for c in cs)}
-    if ood:
-        names = data.train.class_names
-        if not names:
-            raise ConfigError(f"data.dataset={cfg.data.dataset} has no class names to match --ood folders against")
-        out["ood"] = {str(root): accuracy(matched_ood_dataset(root, names, data.train.image_size, cfg.data),
-                                          f"ood {root}") for root in ood}
+    if ood_sets:
+        out["ood"] = {root: accuracy(ds, f"ood {root}") for root, ds in ood_sets.items()}
     return out
 
 

@@ -90,7 +90,34 @@ def probe_data(cfg: Config) -> ProbeData:
     train, test = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
     if train.num_classes is None:
         raise ConfigError(f"data.dataset={cfg.data.dataset} has no labels; probes need a labelled dataset")
+    check_probe_labels(cfg, train, test)
     return ProbeData(train=train, test=test, size=eval_size(cfg, train))
+
+
+def check_probe_labels(cfg: Config, train: ImageDataset, test: ImageDataset) -> None:
+    """A classification probe needs at least two classes in the train split (with one, every prediction is that class
+    and any accuracy is meaningless) and a labelled test split. Test classes that the train split has no image of
+    (a ``data.limit`` that cuts classes off) are warned about, not refused: the score is still the true score."""
+    from selfsup.errors import DataError
+
+    def where(ds: ImageDataset) -> str:
+        folder = getattr(ds, "directory", None)
+        return f"data.dataset={cfg.data.dataset}" + (f" ({folder})" if folder is not None else "")
+
+    ytr, yte = torch.as_tensor(train.labels).long(), torch.as_tensor(test.labels).long()
+    present = torch.unique(ytr[ytr >= 0])
+    if present.numel() < 2:
+        raise DataError(f"{where(train)}: the train split has {present.numel()} labelled class"
+                        f"{'' if present.numel() == 1 else 'es'}; a classification probe needs at least 2")
+    if bool((yte < 0).any()):
+        raise DataError(f"{where(test)}: the test split has unlabelled images (no class folders); a probe needs "
+                        "a labelled test split")
+    absent = sorted(set(torch.unique(yte).tolist()) - set(present.tolist()))
+    if absent:
+        names = getattr(train, "class_names", None) or []
+        shown = [names[c] if c < len(names) else str(c) for c in absent[:5]]
+        log.warning("%s: the test split has images of class(es) %s that the train split has none of (data.limit "
+                    "or a small label fraction?); the probe can never predict them", where(test), ", ".join(shown))
 
 
 def features(cfg: Config, backbone: nn.Module, data: ProbeData, progress: bool = True

@@ -14,8 +14,15 @@ to that method's cells only). Then, for the cell:
 
 With ``baselines`` the same probes run on the random-init network of every (architecture, width), the row a cell has
 to beat. Cells live in ``<out>/cells/<method>_<arch>_k<k>/``: the run folder, and ``cell.json`` once its evaluation is
-done. Finished cells are skipped when the study is run again; a cell whose pretraining was interrupted resumes from
-its ``last.ckpt`` (the trainer's exact resume). The grid's progress bar counts cells, with an ETA.
+done (its numbers and the cell's resolved config). Finished cells are skipped when the study is run again, if their
+config is the one this invocation would use (keys that only steer logging, progress, checkpoint cadence or devices
+aside: :data:`STUDY_FREE_KEYS`); a finished cell of other settings, a damaged ``cell.json`` or one without its config
+is refused in one line before anything runs (``--report-only`` too: a table of cells of other settings is wrong). A
+cell whose pretraining was interrupted resumes from its ``last.ckpt`` (the trainer's exact resume, which refuses a
+changed config). The grid's progress bar counts cells, with an ETA.
+
+Every method, architecture and width is checked before any cell runs: the methods must be pretext tasks with a pretext
+accuracy (:data:`PRETEXT_METHODS`), and each (architecture, width) is built on the meta device.
 
 Outputs in ``<out>``: ``study.json`` (every number), ``table.md`` and ``table.csv`` (Table 1: pre-logits L-BFGS top-1
 of every method x architecture x width, the best per column in bold), ``heatmap.png``, ``pretext_vs_downstream.png``
@@ -34,23 +41,32 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm.auto import tqdm
 
-from selfsup.config import Config, find_recipe, list_recipes, load_config
+from selfsup.config import Config, find_recipe, list_recipes, load_config, to_dict
 from selfsup.data.datasets import build_dataset, collate
 from selfsup.data.views import MultiViewSampler
-from selfsup.engine.trainer import generator_for, pretrain
-from selfsup.errors import ConfigError
+from selfsup.engine.trainer import RESUME_FREE_KEYS, _flatten, generator_for, pretrain
+from selfsup.errors import ConfigError, DataError
 from selfsup.eval.run import device_for, load_backbone, load_method, write_json
 from selfsup.eval.taps import run_taps
+from selfsup.fileio import atomic_write_bytes
+from selfsup.metafiles import Fields, make_output_dir, read_json
 from selfsup.methods.base import StepContext
 
 log = logging.getLogger("selfsup.study")
 
-__all__ = ["Cell", "study_cells", "pretext_accuracy", "run_study", "write_outputs"]
+__all__ = ["Cell", "study_cells", "check_grid", "pretext_accuracy", "read_cell", "config_changes", "run_study",
+           "write_outputs", "PRETEXT_METHODS", "STUDY_FREE_KEYS"]
+
+#: the methods a study runs: pretext tasks whose step logs a pretext accuracy (``pretext_top1``)
+PRETEXT_METHODS = ("rotation", "exemplar", "jigsaw", "relpatch")
+#: config keys a finished cell may differ in from this invocation's (the trainer's resume-free keys, except the
+#: evaluation settings, which make the cell's numbers)
+STUDY_FREE_KEYS = tuple(k for k in RESUME_FREE_KEYS if k != "eval.")
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,51 @@ def study_cells(methods: Sequence[str], archs: Sequence[str], widths: Sequence[f
                 cells.append(Cell("random", arch, k))
             cells += [Cell(m, arch, k) for m in methods]
     return cells
+
+
+def check_grid(methods: Sequence[str], archs: Sequence[str], widths: Sequence[float]) -> None:
+    """One line before anything runs for a method that is not a study pretext task, an unknown architecture, a width
+    that is not a positive finite number, or a value listed twice."""
+    import math
+
+    from selfsup.models.backbones import list_backbones
+
+    for option, values in (("--methods", methods), ("--archs", archs), ("--widths", [f"{k:g}" for k in widths])):
+        if not values:
+            raise ConfigError(f"{option} needs at least one value")
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"{option} lists {twice} twice")
+    bad = [m for m in methods if m not in PRETEXT_METHODS]
+    if bad:
+        raise ConfigError(f"--methods {','.join(bad)}: the study runs pretext tasks with a pretext accuracy; "
+                          f"allowed: {', '.join(PRETEXT_METHODS)}")
+    known = list_backbones()
+    bad = [a for a in archs if a not in known]
+    if bad:
+        raise ConfigError(f"--archs {','.join(bad)}: unknown architecture; allowed: {', '.join(known)}")
+    bad_k = [k for k in widths if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k)
+             or k <= 0]
+    if bad_k:
+        raise ConfigError(f"--widths {bad_k[0]}: widening factors must be finite numbers > 0")
+
+
+def check_networks(cells: Sequence[Cell], configs: Sequence[Config]) -> None:
+    """Build every (architecture, width) of the grid on the meta device (no memory, no time): a width or a
+    ``--stage-units`` an architecture refuses is one line naming ``--archs`` and ``--widths`` before any cell runs."""
+    from selfsup.methods.base import backbone_input_size
+    from selfsup.models.backbones import create_backbone
+
+    seen = set()
+    for cell, cfg in zip(cells, configs):
+        key = (cell.arch, cell.k, cfg.method.name)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            create_backbone(cfg.model, backbone_input_size(cfg), device="meta")
+        except ConfigError as exc:
+            raise ConfigError(f"--archs {cell.arch} --widths {cell.k:g} (cell {cell.name}): {exc}") from None
 
 
 def cell_config(cell: Cell, data: str, stage_units: Optional[int], overrides: Sequence[str], out: Path,
@@ -156,7 +217,67 @@ def run_cell(cell: Cell, cfg: Config, progress: bool) -> dict:
     taps = run_taps(cfg, rep, progress=progress)
     result.update(taps=taps["taps"], dims=taps["dims"], results=taps["results"], num_train=taps["num_train"])
     result["seconds"] = time.time() - t0
-    write_json(out / "cell.json", result)
+    result["config"] = to_dict(cfg)  # what a later invocation compares its own config with (read_cell)
+    # atomically: a kill while writing leaves no half cell.json (which a rerun would refuse), only an unfinished cell
+    atomic_write_bytes(out / "cell.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+    return result
+
+
+def read_cell(path: Path, cell: Cell) -> dict:
+    """The finished cell's ``cell.json``, checked: the fields :func:`write_outputs` reads, of the right types, for
+    this ``cell``, and its stored config. One line naming the file (and the field) otherwise."""
+    what = "study cell result"
+    data = read_json(path, what)
+    f = Fields(data, path, what)
+    method, arch, k = f.string("method"), f.string("arch"), f.number("k", lo=0)
+    if (method, arch, float(k)) != (cell.method, cell.arch, float(cell.k)):
+        raise DataError(f"{path}: fields method/arch/k are {method}/{arch}/{k:g}, not those of cell {cell.name}")
+    f.number("width", None, lo=0)
+    f.list("taps", of=str)
+    results = f.mapping("results")
+    for probe in results.obj:
+        fractions = results.mapping(probe)
+        for frac in fractions.obj:
+            try:
+                float(frac)
+            except ValueError:
+                raise fractions.error(frac, "is not a label fraction (a number)") from None
+            accs = fractions.mapping(frac)
+            for tap in accs.obj:
+                accs.number(tap, lo=0, hi=100, allow_none=True)
+    f.number("pretext_top1", None, lo=0, hi=100, allow_none=True)
+    if not f.has("config"):
+        raise ConfigError(f"{path}: made by an older selfsup without its config; rerun the study in a new --out")
+    f.mapping("config")
+    return data
+
+
+def config_changes(old: dict, cfg: Config, free: Sequence[str] = STUDY_FREE_KEYS) -> List[Tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of every flattened key (outside ``free``) whose value differs between the
+    stored config ``old`` and ``cfg``. As the trainer's resume check: a key ``old`` lacks (an option added to selfsup
+    later) counts as its default."""
+    new = _flatten(to_dict(cfg))
+    old = _flatten(old)
+    defaults = _flatten(to_dict(load_config(None, [f"method.name={cfg.method.name}"])))
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
+    return [(k, old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(set(old) | set(new))
+            if old.get(k, "<unset>") != new.get(k, "<unset>")
+            and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in free)]
+
+
+def finished_cell(cell: Cell, cfg: Config) -> Optional[dict]:
+    """The result of ``cell`` if it is finished (its ``cell.json`` exists) with the settings of ``cfg``; ``None`` if it
+    is not finished. A damaged ``cell.json``, or one finished with other settings, is one line."""
+    path = Path(cfg.out) / "cell.json"
+    if not (path.exists() or path.is_symlink()):
+        return None
+    result = read_cell(path, cell)
+    changed = config_changes(result["config"], cfg)
+    if changed:
+        shown = ", ".join(f"{k} ({old!r} -> {new!r})" for k, old, new in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"cell {cell.name} ({path}) was finished with other settings: {shown}{more}; give another "
+                          f"--out for the new settings, or rerun with the old ones")
     return result
 
 
@@ -164,17 +285,24 @@ def run_study(methods: Sequence[str], archs: Sequence[str], widths: Sequence[flo
               overrides: Sequence[str] = (), stage_units: Optional[int] = None, baselines: bool = True,
               progress: bool = True, run: bool = True) -> List[dict]:
     """Run (or finish) the grid and write its outputs; returns every cell's result. ``run=False`` runs nothing: the
-    outputs are written from the cells already finished (a partial grid leaves its cells blank)."""
+    outputs are written from the cells already finished (a partial grid leaves its cells blank). Bad methods,
+    architectures or widths, an ``out`` that cannot be a folder, and finished cells of other settings or damaged are
+    refused in one line before anything runs."""
     out = Path(out)
+    methods, archs, widths = list(methods), list(archs), [float(k) for k in widths]
+    check_grid(methods, archs, widths)
     cells = study_cells(methods, archs, widths, baselines)
     configs = [cell_config(c, data, stage_units, overrides, out, methods) for c in cells]  # all errors up front
+    check_networks(cells, configs)
+    make_output_dir(out, "--out")
+    finished = [finished_cell(c, cfg) for c, cfg in zip(cells, configs)]  # every refusal before any cell runs
     results = []
-    bar = tqdm(list(zip(cells, configs)), desc="study", unit="cell", disable=not progress, dynamic_ncols=True)
-    for cell, cfg in bar:
+    bar = tqdm(list(zip(cells, configs, finished)), desc="study", unit="cell", disable=not progress,
+               dynamic_ncols=True)
+    for cell, cfg, done in bar:
         bar.set_postfix(cell=cell.name)
-        done = Path(cfg.out) / "cell.json"
-        if done.is_file():
-            results.append(json.loads(done.read_text()))
+        if done is not None:
+            results.append(done)
             continue
         if not run:
             continue

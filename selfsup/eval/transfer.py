@@ -55,10 +55,11 @@ def finetune_settings(cfg: Config, lr: float, weight_decay: float, epochs: int) 
 def run_transfer(cfg: Config, checkpoint: Optional[str], progress: bool = True, data=None,
                  feats=None) -> Dict[str, object]:
     """Linear or fine-tune transfer of ``checkpoint``'s encoder (random init when None) to ``cfg.data``."""
-    from selfsup.eval.run import device_for, features, load_backbone, probe_data
+    from selfsup.eval.run import check_probe_labels, device_for, features, load_backbone, probe_data
 
     t = cfg.eval.transfer
     data = data or probe_data(cfg)
+    check_probe_labels(cfg, data.train, data.test)  # a one-class target would score 100% (also for given data)
     num_classes = data.train.num_classes
     if t.mode == "linear":
         backbone = load_backbone(cfg, checkpoint)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 from torch import nn
 
 from selfsup.errors import ConfigError
+from selfsup.fileio import atomic_replace
 
 FORMATS = ("selfsup", "timm", "torchvision")
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -79,6 +81,24 @@ def export_state(backbone: nn.Module, fmt: str, *, width: float = 1.0, image_siz
         kwargs = {"img_size": image_size, "patch_size": patch, "global_pool": "token", "dynamic_img_size": True}
         return tensors, {"format": "timm", "timm_model": TIMM_VIT_NAMES[name], "timm_kwargs": json.dumps(kwargs)}
     raise ConfigError(f"{name} has no timm or torchvision counterpart; export it as --format selfsup")
+
+
+def save_export(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], option: str = "--out") -> None:
+    """Write the export atomically (a temporary file beside ``path``, then renamed over it); a place that cannot be
+    written is one :class:`ConfigError` line naming ``option``, and nothing partial is left behind (the temporary file
+    is removed by the atomic write)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    meta = {k: str(v) for k, v in metadata.items()}
+    try:
+        atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be written: {exc.strerror or exc}") from None
+    except SafetensorError as exc:  # the library's own I/O errors (a full disk while writing)
+        if "IoError" not in str(exc):
+            raise
+        raise ConfigError(f"{option} {path} cannot be written: {str(exc).splitlines()[0][:160]}") from None
 
 
 def build_target(metadata: Dict[str, str]) -> nn.Module:

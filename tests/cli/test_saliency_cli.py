@@ -48,7 +48,7 @@ def test_predict_then_pretrain_with_the_cache_and_refuse_a_stale_one(fitted):
                 "-q")
     assert r.returncode == 0, r.stderr
     assert "64 masks" in r.stdout
-    masks = np.load(cache / "train.npy")
+    masks = np.load(cache / json.loads((cache / "train.json").read_text())["array"])
     assert masks.shape == (64, 16, 16) and set(np.unique(masks)) <= {0, 255}
     run = fitted / "masked_run"
     r = run_cli("pretrain", "relicv2_shapes_bg", *TINY, "train.steps=2", "views.mask_p=0.5", "views.mask_source=cache",

@@ -85,7 +85,7 @@ def test_cache_round_trip_resizes_and_refuses_stale_or_missing(tmp_path):
         MaskCache.open(tmp_path, "train", dataset_fingerprint(_dataset(19), "folder", "train"))
     with pytest.raises(DataError, match="no mask cache for split 'test'"):
         MaskCache.open(tmp_path, "test", fp)
-    (tmp_path / "train.npy").write_bytes(b"not numpy")
+    cache.path.write_bytes(b"not numpy")  # the array the fingerprint names (train.<token>.npy)
     with pytest.raises(DataError, match="unreadable mask cache"):
         MaskCache.open(tmp_path, "train", fp)
 

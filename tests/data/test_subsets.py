@@ -42,8 +42,11 @@ def test_file_round_trip_and_reuse(tmp_path):
     assert path.name == subset_filename(ident, 0.1, 0) == "shapes_train159_10pct_seed0.json"
     payload = json.loads(path.read_text())
     assert payload["num_labels"] == 16 and payload["identity"] == ident
-    # a second call reads the file, it does not redraw: edit the file and see the edit come back
-    payload["indices"] = payload["indices"][:3]
+    # a second call reads the file, it does not redraw: edit the file (one image swapped for another of its class,
+    # so the file stays consistent) and see the edit come back
+    first = payload["indices"][0]
+    other = next(i for i in range(y.numel()) if y[i] == y[first] and i not in payload["indices"])
+    payload["indices"] = [other, *payload["indices"][1:]]
     path.write_text(json.dumps(payload))
     again, _ = subset_for(y, ident, 0.1, 0, tmp_path)
     assert again.tolist() == sorted(payload["indices"])
@@ -64,9 +67,10 @@ def test_a_file_for_another_dataset_is_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="differs in: size"):
         load_subset(path, dataset_identity("shapes", "train", y[:-1], 3))
     path.write_text("{not json")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="not valid JSON"):
         load_subset(path, ident)
-    bad = {"format": "selfsup-label-subset-1", "identity": ident, "indices": [0, 10 ** 6]}
+    bad = {"format": "selfsup-label-subset-1", "identity": ident, "fraction": 0.1, "seed": 0, "num_labels": 2,
+           "indices": [0, 10 ** 6]}
     path.write_text(json.dumps(bad))
-    with pytest.raises(DataError, match="invalid indices"):
+    with pytest.raises(DataError, match=r"indices\[1\] = 1000000 is outside"):
         load_subset(path, ident)
