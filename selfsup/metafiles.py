@@ -261,18 +261,7 @@ def check_output_file(path: PathLike, option: str = "--out") -> Path:
         raise ConfigError(f"{option} {path} is a folder; give a file name (e.g. {path / 'result.json'})")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{option} {path}: the file is not writable")
-    parent = path.parent
-    for p in (parent, *parent.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise ConfigError(f"{option} {path}: {p} is a file, not a folder")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: its folder cannot be created: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: its folder {parent} is not writable")
+    make_output_dir(path.parent, f"{option} {path}: its folder")
     return path
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
 from pathlib import Path
@@ -46,17 +47,21 @@ def link_checkpoint(src: Path, dst: Path) -> None:
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing, truncated or foreign file is a one-line error."""
+    """Load a checkpoint with ``weights_only=True``; a missing, truncated or foreign file, or one whose fields are
+    missing or of the wrong type, is a one-line error naming the file (and the field)."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} holds a backbone's weights only, not a training checkpoint; resume from the "
+                              f"run's last.ckpt (or its folder)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, refused globals
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {first[:300]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a selfsup checkpoint")
     problem = _structure_problem(state)
@@ -65,23 +70,62 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _count(value: Any) -> bool:
+    """A non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _structure_problem(state: Dict[str, Any]) -> Optional[str]:
-    """What is wrong with a loaded checkpoint's structure (None if nothing): the keys every consumer reads."""
-    step = state.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    """What is wrong with a loaded checkpoint's structure (None if nothing): every field a consumer reads, named."""
+    if "step" not in state:
+        return "the field 'step' is missing ('step' must be a non-negative integer)"
+    step = state["step"]
+    if not _count(step):
         return f"'step' must be a non-negative integer, got {step!r}"[:200]
-    method = state.get("method")
+    for key, what in (("method", "a mapping of parameter names to tensors"), ("optimizer", "a dict"),
+                      ("config", "a dict")):
+        if key not in state:
+            return f"the field '{key}' is missing ('{key}' must be {what})"
+    method = state["method"]
     if not isinstance(method, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in method.items()):
         return "'method' must map parameter names to tensors"
-    if not isinstance(state.get("optimizer"), dict):
+    if not isinstance(state["optimizer"], dict):  # its inside: optimizer_problem, when resuming
         return "'optimizer' must be a dict"
-    if not isinstance(state.get("config"), dict):
+    if not isinstance(state["config"], dict):
         return "'config' must be a dict"
     for key in ("total_steps", "skipped"):
-        if key in state and (not isinstance(state[key], int) or state[key] < 0):
-            return f"'{key}' must be a non-negative integer"
-    if "trained_s" in state and not (isinstance(state["trained_s"], (int, float)) and state["trained_s"] >= 0):
-        return "'trained_s' must be a non-negative number"
+        if key in state and not _count(state[key]):
+            return f"'{key}' must be a non-negative integer, got {state[key]!r}"[:200]
+    if "skipped_indices" in state:
+        ids = state["skipped_indices"]
+        if not isinstance(ids, list) or not all(_count(i) for i in ids):
+            return "'skipped_indices' must be a list of non-negative integers (dataset indices)"
+    trained = state.get("trained_s", 0.0)
+    if not (isinstance(trained, (int, float)) and not isinstance(trained, bool) and math.isfinite(trained)
+            and trained >= 0):
+        return f"'trained_s' must be a non-negative number, got {trained!r}"[:200]
+    if "monitor" in state and not isinstance(state["monitor"], dict):
+        return "'monitor' must be a dict"
+    return None
+
+
+def optimizer_problem(opt: Any) -> Optional[str]:
+    """What is wrong with a checkpoint's saved ``optimizer.state_dict()`` (None if nothing): its fields, named. Only a
+    resumed run reads it (:func:`load_checkpoint` leaves it to the caller)."""
+    if not isinstance(opt, dict):
+        return "'optimizer' must be a dict"
+    for key in ("state", "param_groups"):
+        if key not in opt:
+            return f"the field 'optimizer.{key}' is missing"
+    if not isinstance(opt["state"], dict) or not all(isinstance(v, dict) for v in opt["state"].values()):
+        return "'optimizer.state' must map parameter ids to dicts"
+    groups = opt["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return "'optimizer.param_groups' must be a list of dicts"
+    for n, g in enumerate(groups):
+        params = g.get("params")
+        if not isinstance(params, list) or not all(_count(p) for p in params):
+            return f"'optimizer.param_groups[{n}].params' must be a list of parameter ids"
     return None
 
 

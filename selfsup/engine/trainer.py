@@ -12,6 +12,9 @@ itself is ours, about one screen, because the guarantees we need are step-exact:
   embeddings across ranks, so 2 processes compute the gradient of the 1-process loss (``tests/engine/test_ddp.py``).
 * **Nothing lost.** Checkpoints are atomic, at step 0, every ``ckpt_every_steps`` steps or ``ckpt_every_minutes``
   minutes, on SIGTERM/SIGINT and at the end. A NaN/inf loss stops the run before the update is applied.
+* **One writer.** A run holds its folder's lock (:func:`lock_run_folder`, taken by the process that is or becomes
+  rank 0) from start to end: a second run into the same folder, resumed or not, is refused in one line. Under the
+  lock, the temporary files that a killed run's atomic writes left behind are removed (only those names).
 * **A good checkpoint is a verified one.** A checkpoint is written only if every tensor it holds is finite, and it
   becomes ``last_good.ckpt`` once the loss computed from its weights (the next step's) is finite too. When a loss is
   not finite and ``last.ckpt`` holds the weights that produced it (a diverging update, finite but huge), that file is
@@ -30,11 +33,12 @@ import hashlib
 import logging
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 
 import torch
 from torch import nn
@@ -45,14 +49,16 @@ from selfsup.data.datasets import build_dataset, collate, decode_on
 from selfsup.data.images import decode_on_device
 from selfsup.data.masks import MaskProvider
 from selfsup.data.views import MultiViewSampler
-from selfsup.engine.checkpoint import link_checkpoint, load_checkpoint, save_backbone, save_checkpoint
+from selfsup.engine.checkpoint import (link_checkpoint, load_checkpoint, optimizer_problem, save_backbone,
+                                       save_checkpoint)
 from selfsup.engine.ema import ema_update
 from selfsup.engine.monitor import build_monitor
 from selfsup.engine.optim import build_optimizer, clip_per_parameter
 from selfsup.engine.schedules import (cosine_ema_momentum, cosine_schedule, scaled_lr, set_lr, set_weight_decay,
                                      warmup_cosine, warmup_step_decay)
 from selfsup.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from selfsup.metafiles import make_output_dir
+from selfsup.fileio import atomic_write_bytes
+from selfsup.metafiles import RunLock, make_output_dir
 from selfsup.methods import Method, StepContext, build_method
 
 log = logging.getLogger("selfsup.engine")
@@ -96,9 +102,22 @@ class StepBatchSampler(Sampler[List[int]]):
         for step in range(self.start_step, self.total_steps):
             e, k = divmod(step, self.steps_per_epoch)
             if e != epoch:
-                epoch, perm = e, torch.randperm(self.n, generator=generator_for(self.seed, "epoch", e))
+                epoch, perm = e, self._permutation(e)
             lo = k * self.global_batch + self.rank * self.local_batch
             yield perm[lo:lo + self.local_batch].tolist()
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=generator_for(self.seed, "epoch", epoch))
+
+    def indices(self, step: int) -> List[int]:
+        """The dataset indices this rank's part of step ``step`` asks for (what ``__iter__`` yields for it); the
+        epoch's permutation is kept for the next call."""
+        e, k = divmod(step, self.steps_per_epoch)
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] != e:
+            cached = self._cached = (e, self._permutation(e))
+        lo = k * self.global_batch + self.rank * self.local_batch
+        return cached[1][lo:lo + self.local_batch].tolist()
 
 
 @dataclass
@@ -113,11 +132,16 @@ class RunResult:
     elapsed_s: float = 0.0
     monitor: Dict[str, float] = field(default_factory=dict)  # the last kNN / online-classifier test values
     monitor_fraction: float = 0.0  # share of this invocation's wall-clock time spent in the quality monitor
-    skipped: int = 0  # unreadable images skipped (data.skip_corrupt) over the whole run, all processes, resumes included
+    skipped: int = 0  # distinct unreadable images skipped (data.skip_corrupt) over the whole run: all processes,
+    # resumes included (dataset indices, not skip events: an image drawn in 5 epochs counts once)
 
 
 class _StepLog:
-    """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first."""
+    """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first.
+
+    The rows kept from an earlier log are those whose step is an integer below the resumed step and above the row
+    before (a row that a kill cut short, e.g. ``"5"`` of ``"57,..."``, or a damaged line is dropped, never kept as a
+    wrong step); only the known columns are kept."""
 
     FIELDS = ["step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
               "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped",
@@ -125,16 +149,33 @@ class _StepLog:
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
-        rows = []
-        if path.exists() and start_step > 0:
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) < start_step]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        self.file = open(path, "a", newline="")
+        rows = self._earlier(path, start_step) if start_step > 0 else []
+        try:
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            self.file = open(path, "a", newline="")
+        except OSError as exc:
+            raise DataError(f"cannot write the training log {path}: {exc.strerror or exc}") from None
         self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+
+    def _earlier(self, path: Path, start_step: int) -> List[Dict[str, str]]:
+        rows: List[Dict[str, str]] = []
+        last = -1
+        try:
+            with open(path, newline="", errors="replace") as f:
+                for r in csv.DictReader(f):
+                    try:
+                        step = int(r.get("step") or "")
+                    except (TypeError, ValueError):
+                        continue
+                    if last < step < start_step:
+                        rows.append({k: v if isinstance(v := r.get(k), str) else "" for k in self.FIELDS})
+                        last = step
+        except (OSError, csv.Error):  # no log, or damaged from here on: keep the rows read so far
+            pass
+        return rows
 
     def write(self, row: Dict[str, float]) -> None:
         self.writer.writerow({k: row.get(k, "") for k in self.FIELDS})
@@ -195,11 +236,87 @@ def pretrain(cfg: Config, *, resume: Optional[str] = None, stop_at_step: Optiona
     ``stop_at_step``: stop (with a checkpoint) once this many steps are done, as if killed there; for tests.
     """
     out_dir = make_output_dir(cfg.out, "out=")
-    fabric = make_fabric(cfg, out_dir)
-    if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
-        return fabric.launch(_run_and_release, cfg, out_dir, resume, stop_at_step, allow_changes)
-    fabric.launch()
-    return _run_and_release(fabric, cfg, out_dir, resume, stop_at_step, allow_changes)
+    fabric = make_fabric(cfg, out_dir)  # reads and writes nothing in out_dir
+    lock = lock_run_folder(out_dir) if _locks_the_run_folder(fabric) else None
+    try:
+        if cfg.train.strategy == "ddp_spawn" and fabric.world_size > 1:
+            return fabric.launch(_run_and_release, cfg, out_dir, resume, stop_at_step, allow_changes)
+        fabric.launch()
+        return _run_and_release(fabric, cfg, out_dir, resume, stop_at_step, allow_changes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class RunFolderBusy(ConfigError):
+    """The run folder is locked by another process (or cannot be locked): this process wrote nothing in it."""
+
+
+def lock_run_folder(out_dir: Path) -> RunLock:
+    """Lock ``out_dir`` for this run (:class:`~selfsup.metafiles.RunLock`; a second process writing the same folder,
+    resumed or not, is refused in one line), then remove the temporary files an interrupted run of it left behind
+    (:func:`remove_stray_temp_files`): with the lock held, no live process can be writing them."""
+    lock = RunLock(out_dir, "run folder")
+    try:
+        lock.acquire()
+    except ConfigError as exc:
+        raise RunFolderBusy(str(exc)) from None
+    try:
+        remove_stray_temp_files(out_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _locks_the_run_folder(fabric) -> bool:
+    """Whether this process takes the run folder's lock: the one that is, or after ``fabric.launch`` becomes, global
+    rank 0 (only rank 0 writes in the folder). The processes Fabric starts (ddp_spawn's workers; the copies of this
+    command that the subprocess launcher starts, with LOCAL_RANK set) and the other ranks of an externally launched
+    run (torchrun, SLURM) do not, or a multi-process run would lock itself out."""
+    env = getattr(fabric.strategy, "cluster_environment", None)
+    if env is None:  # one device: one process
+        return True
+    try:
+        from lightning.fabric.plugins.environments import LightningEnvironment
+
+        if isinstance(env, LightningEnvironment):  # its global rank is only set at launch: read LOCAL/NODE_RANK
+            return env.local_rank() == 0 and env.node_rank() == 0
+        return env.global_rank() == 0  # torchrun (RANK), SLURM (SLURM_PROCID), ...: from the launcher's variables
+    except Exception:  # noqa: BLE001 - an environment that cannot tell yet: a single process is the common case
+        return True
+
+
+# The files the trainer writes atomically (selfsup.fileio.atomic_replace: ``.<name>.<random>.tmp`` beside the target,
+# which a kill -9 leaves behind): in the run folder, and in its snapshots/ folder.
+_TEMP_PATTERNS = (
+    ("", re.compile(r"\.(?:last\.ckpt|last_good\.ckpt|backbone\.safetensors|config\.yaml)\.[A-Za-z0-9_]+\.tmp")),
+    ("snapshots", re.compile(r"\.backbone_(?:step\d+|\d[0-9.e+-]*min)\.safetensors\.[A-Za-z0-9_]+\.tmp")),
+)
+
+
+def remove_stray_temp_files(out_dir: Path) -> List[Path]:
+    """Remove the temporary files of the trainer's own atomic writes that a killed run left in ``out_dir`` (and its
+    ``snapshots/``); only regular files whose names match exactly, so no user file is touched. Call it with the run
+    folder's lock held. Returns the files removed."""
+    removed: List[Path] = []
+    for sub, pattern in _TEMP_PATTERNS:
+        folder = Path(out_dir) / sub if sub else Path(out_dir)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # no snapshots yet, or unreadable: nothing of ours to remove
+            continue
+        for entry in entries:
+            try:
+                if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
 
 
 def _run_and_release(fabric, *args) -> RunResult:
@@ -221,7 +338,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     world, rank = fabric.world_size, fabric.global_rank
     fabric.seed_everything(cfg.seed, verbose=False)
     if fabric.is_global_zero:
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        atomic_write_bytes(out_dir / "config.yaml", to_yaml(cfg).encode())
 
     dataset = build_dataset(cfg.data, "train", for_views=True, device_decode=decode_on(cfg.data, fabric.device))
     mask_provider = MaskProvider(cfg.views, dataset, cfg.data.dataset)  # errors here: no masks, stale cache
@@ -244,7 +361,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
 
     start_step = 0
     trained_s = 0.0  # wall-clock seconds of training before this invocation (resumed runs), for the snapshots
-    skipped_before = 0  # unreadable images skipped before this invocation (all processes)
+    skipped_known: Set[int] = set()  # distinct unreadable images (dataset indices) known skipped: all processes
+    skipped_floor = 0  # a checkpoint's "skipped" count (older checkpoints hold the count alone, no indices)
     ckpt_path = out_dir / "last.ckpt"
     good_path = out_dir / "last_good.ckpt"
     pending: Optional[int] = None  # the step of last.ckpt while no loss from its weights has been seen finite
@@ -258,16 +376,19 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
         else:
             state = load_checkpoint(path)
             changed = _check_compatible(state, cfg, path, allow_changes)
-            _load_state(method, optimizer, state, path, changed)
+            _load_state(method, optimizer, state, path, changed, o.name)
             if monitor is not None and "monitor" in state:
                 try:
                     monitor.load_state_dict(state["monitor"])
-                except (RuntimeError, KeyError, ValueError):
+                except Exception:  # noqa: BLE001 - a state that does not fit (or is damaged) is dropped, whole
                     log.warning("the monitor's saved state does not fit its new settings; it starts afresh")
+                    monitor = build_monitor(cfg, dataset, method.backbone.num_features, fabric.device,
+                                            fabric.is_global_zero)
             start_step = int(state["step"])
             pending = start_step if path.resolve() == ckpt_path.resolve() else None
             trained_s = float(state.get("trained_s", 0.0))
-            skipped_before = int(state.get("skipped", 0))
+            skipped_known = set(state.get("skipped_indices", []))
+            skipped_floor = int(state.get("skipped", 0))
             if fabric.is_global_zero:
                 log.info("resumed from %s at step %d", path, start_step)
     if t.compile:
@@ -285,8 +406,9 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     config_dict, config_yaml = to_dict(cfg), to_yaml(cfg)
 
     def checkpoint(step: int) -> None:
-        nonlocal pending
-        total_skipped = skipped_before + _sum_count(fabric, skipped)  # a collective: every process calls it
+        nonlocal pending, skipped_known
+        skipped_known = _union(fabric, skipped_known | skipped)  # a collective: every process calls it
+        skipped.clear()
         if not _state_finite(inner, optimizer):
             raise NonFiniteLossError(f"the weights or optimiser state are not finite after step {step}; the run "
                                      f"stopped without saving them. {_good_message()}")
@@ -294,7 +416,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             state = {"step": step, "total_steps": total_steps, "method": inner.state_dict(),
                      "optimizer": optimizer.state_dict(), "config": config_dict,
                      "trained_s": trained_s + time.perf_counter() - t_start,
-                     "skipped": total_skipped}
+                     "skipped": max(skipped_floor, len(skipped_known)), "skipped_indices": sorted(skipped_known)}
             if monitor is not None:
                 state["monitor"] = monitor.state_dict()
             save_checkpoint(ckpt_path, state)
@@ -337,7 +459,7 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     snapshots = sorted(m for m in t.snapshot_minutes if 60 * m > trained_s)  # those still ahead
     monitor_start = monitor.seconds if monitor is not None else 0.0
     wait_total = busy_total = 0.0
-    skipped = 0  # this process's skipped images in this invocation
+    skipped: Set[int] = set()  # unreadable images (dataset indices) this process skipped since the last checkpoint
     timed_images, timed_time = 0, 0.0
     ahead = _Prefetch(lambda s: sampler.sample_params(t.batch_size, generator_for(cfg.seed, "views", s)))
     try:
@@ -351,11 +473,12 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
             if "items" in batch:  # data.decode=device: the batch's JPEGs are decoded together on the device
                 batch = decode_on_device(batch, dataset, fabric.device)
             t1 = time.perf_counter()
-            skipped += int(batch.get("skipped", 0))
+            if batch.get("skipped", 0):  # the indices asked for that did not come back (after decode_on_device)
+                skipped.update(_missing(batch_sampler.indices(step), batch["index"]))
             if cfg.data.skip_corrupt and _any_flag(fabric, batch["image"].shape[0] == 0):
-                raise DataError(f"no readable image in the batch of step {step}: {skipped_before + skipped} unreadable "
-                                f"images skipped so far out of {len(dataset)} in data.root={cfg.data.root}; "
-                                f"fix or remove them")
+                raise DataError(f"no readable image in the batch of step {step}: "
+                                f"{max(skipped_floor, len(skipped_known | skipped))} unreadable images skipped so far "
+                                f"out of {len(dataset)} in data.root={cfg.data.root}; fix or remove them")
             if world > 1 and 0 < batch["image"].shape[0] < local_batch:
                 batch = _refill(batch, local_batch)  # every rank must gather equal shapes
             images = batch["image"].to(fabric.device, non_blocking=True)
@@ -422,8 +545,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
                 timed_time += t2 - t0
             logs["images_per_s"] = timed_images / timed_time if timed_time > 0 else t.batch_size / (t2 - t0)
             logs["data_wait"] = wait_total / busy_total
-            if skipped or skipped_before:
-                logs["skipped"] = skipped_before + skipped  # this process's count (the summary adds all processes)
+            if skipped or skipped_known or skipped_floor:  # distinct images; other processes' since the last
+                logs["skipped"] = max(skipped_floor, len(skipped_known | skipped))  # checkpoint join at the next
             if fabric.is_global_zero:
                 step_log.write({"step": step - 1, **logs, "time_s": round(t2 - t_start, 3)})
                 if step % t.log_every_steps == 0 or step == total_steps:
@@ -470,7 +593,8 @@ def _run(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_step
     result.elapsed_s = time.perf_counter() - t_start
     result.images_per_s = timed_images / timed_time if timed_time > 0 else 0.0
     result.data_wait_fraction = wait_total / busy_total if busy_total > 0 else 0.0
-    result.skipped = skipped_before + _sum_count(fabric, skipped)
+    skipped_known = _union(fabric, skipped_known | skipped)
+    result.skipped = max(skipped_floor, len(skipped_known))
     if monitor is not None:
         result.monitor = dict(monitor.last)
         result.monitor_fraction = (monitor.seconds - monitor_start) / max(result.elapsed_s, 1e-9)
@@ -536,15 +660,75 @@ def _check_compatible(state: dict, cfg: Config, path: Path, allow_changes: bool)
     return changed
 
 
-def _load_state(method: nn.Module, optimizer, state: dict, path: Path, changed: List[str]) -> None:
-    """Load the method and optimiser state; a structure that does not fit is a one-line error."""
+def _load_state(method: nn.Module, optimizer, state: dict, path: Path, changed: List[str], optim_name: str) -> None:
+    """Load the method and optimiser state; a structure that does not fit is a one-line error naming the file and the
+    first tensors or fields that differ. The optimiser's settings (momentum, betas, ...) stay those of the current
+    config, as its learning rate and weight decay do: ``load_state_dict`` would bring back the checkpoint's, and a
+    change allowed by ``--allow-changes`` would silently not happen."""
+    why = f" (changed: {', '.join(changed)})" if changed else ""
+    head = f"cannot resume from {path}{why}"
+    never = "so it cannot be resumed, even with --allow-changes; start a new run (out=...)"
+    saved, now = state["method"], method.state_dict()
+    missing = [k for k in now if k not in saved]
+    extra = [k for k in saved if k not in now]
+    if missing or extra:  # another architecture (e.g. model.backbone): name the tensors
+        parts = ([f"{len(missing)} of the model's tensors are missing from it ({', '.join(missing[:3])}"
+                  f"{', ...' if len(missing) > 3 else ''})"] if missing else []) + \
+                ([f"it holds {len(extra)} tensors the model does not have ({', '.join(extra[:3])}"
+                  f"{', ...' if len(extra) > 3 else ''})"] if extra else [])
+        raise CheckpointError(f"{head}: {'; '.join(parts)}, {never}")
+    differ = [(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in now.items()
+              if tuple(saved[k].shape) != tuple(v.shape)]
+    if differ:  # e.g. method.projector_dim or model.width
+        shown = "; ".join(f"{k}: {a} in the checkpoint, {b} now" for k, a, b in differ[:3])
+        more = f"; and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise CheckpointError(f"{head}: its tensor shapes differ from the model's ({shown}{more}), {never}")
+    saved_optim = state["config"].get("optim")
+    saved_name = saved_optim.get("name") if isinstance(saved_optim, dict) else None
+    problem = (optimizer_problem(state["optimizer"])
+               or _optimizer_misfit(optimizer, state["optimizer"], saved_name, optim_name))
+    if problem:
+        raise CheckpointError(f"{head}: {problem}, {never}")
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
-        method.load_state_dict(state["method"])
+        method.load_state_dict(saved)
         optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+    except KeyError as exc:
+        raise CheckpointError(f"{head}: the field {exc.args[0]!r} is missing from its optimiser state, "
+                              f"{never}") from None
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        why = f" (changed: {', '.join(changed)})" if changed else ""
-        raise CheckpointError(f"cannot resume from {path}{why}: {first[:200]}") from None
+        raise CheckpointError(f"{head}: {first[:200]}") from None
+    for group, settings in zip(optimizer.param_groups, fresh):
+        group.update(settings)
+
+
+def _optimizer_misfit(optimizer, saved: dict, saved_name: Any, name: str) -> Optional[str]:
+    """Why the checkpoint's optimiser state (structure already checked) does not fit ``optimizer`` (None if it fits):
+    another optimiser (``optim.name``), other groups, or state tensors of other shapes. Settings a group lacks (an
+    older torch's) do not matter: the current config's settings are put back after loading."""
+    if saved_name is not None and saved_name != name:
+        return f"its optimiser state is optim.name={saved_name}'s, not {name}'s ('optimizer')"
+    groups, now = saved["param_groups"], optimizer.param_groups
+    if len(groups) != len(now):
+        return f"'optimizer.param_groups' has {len(groups)} parameter groups, the current optimiser {len(now)}"
+    ids = [p for g in groups for p in g["params"]]
+    if len(set(ids)) != len(ids):
+        return "'optimizer.param_groups' lists a parameter twice"
+    params = {}
+    for n, (old, new) in enumerate(zip(groups, now)):
+        if len(old["params"]) != len(new["params"]):
+            return (f"'optimizer.param_groups[{n}]' holds {len(old['params'])} parameters, the current optimiser's "
+                    f"{len(new['params'])}")
+        params.update(zip(old["params"], new["params"]))
+    for pid, slots in saved["state"].items():
+        if pid not in params:
+            return f"'optimizer.state' holds parameter id {pid!r}, which no parameter group lists"
+        shape = tuple(params[pid].shape)
+        for name, value in slots.items():
+            if torch.is_tensor(value) and value.ndim > 0 and tuple(value.shape) != shape:
+                return f"'optimizer.state[{pid}].{name}' has shape {tuple(value.shape)}, its parameter {shape}"
+    return None
 
 
 def _state_finite(method: nn.Module, optimizer) -> bool:
@@ -606,11 +790,23 @@ def _all_finite(fabric, loss: torch.Tensor) -> bool:
     return bool(finite.item() > 0)
 
 
-def _sum_count(fabric, count: int) -> int:
+def _missing(asked: Iterable[int], got: torch.Tensor) -> Set[int]:
+    """The indices of ``asked`` that are not in ``got`` (a batch's ``index``): the images skipped as unreadable."""
+    kept = set(got.tolist())
+    return {int(i) for i in asked if int(i) not in kept}
+
+
+def _union(fabric, indices: Set[int]) -> Set[int]:
+    """The union of every process's ``indices`` (a collective: every process must call it)."""
     if fabric.world_size == 1:
-        return count
-    t = torch.tensor(float(count), device=fabric.device)
-    return int(fabric.all_reduce(t, reduce_op="sum").item())
+        return set(indices)
+    longest = int(fabric.all_reduce(torch.tensor(float(len(indices)), device=fabric.device), reduce_op="max").item())
+    if longest == 0:
+        return set()
+    mine = torch.full((longest,), -1, dtype=torch.int64)
+    mine[:len(indices)] = torch.tensor(sorted(indices), dtype=torch.int64)
+    every = fabric.all_gather(mine.to(fabric.device)).reshape(-1).cpu()
+    return {int(i) for i in every.tolist() if i >= 0}
 
 
 def _any_flag(fabric, flag: bool) -> bool:
