@@ -5,7 +5,7 @@ from pathlib import Path
 
 import selfsup
 
-LAYERS = ["errors", "fileio", "config", "schedules", "metrics", "data", "models", "losses", "methods", "engine", "eval", "cli"]
+LAYERS = ["errors", "fileio", "metafiles", "config", "schedules", "metrics", "data", "models", "losses", "methods", "engine", "eval", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 ROOT = Path(selfsup.__file__).parent
 
