@@ -23,8 +23,12 @@ test: install          ## the whole test suite (what CI runs)
 fmnist:                ## Debian's Fashion-MNIST package (needs root)
 	@test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist)
 
-bench: install fmnist  ## the Fashion-MNIST benchmark recorded in benchmarks/RESULTS.md
-	$(BIN)/python benchmarks/fmnist_relicv2.py
+# the headline benchmark, claim 2 of benchmarks/RESULTS.md: every method's Fashion-MNIST learning curve against raw
+# pixels, random init and supervised training (about 5.5 hours of training on 2 cores; resumable: run it again after an
+# interruption). A part: make bench BENCH_ARGS="--only relicv2_fmnist --long 0 --no-supervised"
+BENCH_ARGS ?=
+bench: install fmnist  ## the Fashion-MNIST learning curves of benchmarks/RESULTS.md (claim 2), into runs/bench/
+	$(BIN)/python benchmarks/fmnist_curves.py --resume --out runs/bench/fmnist_curves $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs demo-report .pytest_cache

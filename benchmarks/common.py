@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from selfsup.config import load_config, to_dict
 from selfsup.data.views import train_crop_flip_sampler
-from selfsup.engine.schedules import warmup_cosine
-from selfsup.engine.trainer import generator_for, pretrain
+from selfsup.engine.seeds import generator_for
+from selfsup.engine.supervised import Batch, LoopResult, LoopSettings, StepInfo, train_supervised
+from selfsup.engine.trainer import pretrain
 from selfsup.eval.linear import fit_logistic_lbfgs
 from selfsup.eval.run import features, load_backbone
 from selfsup.metrics import knn_classify, topk_accuracy
+from selfsup.schedules import warmup_cosine
 
 CALIBRATION_STEPS = 40
 CALIBRATION_WARMUP = 10  # steps left out of the timing: allocator and oneDNN warm-up, loader start
@@ -84,59 +85,67 @@ def supervised(cfg, data, budget_s: float, snapshot_minutes: Sequence[float] = (
     """The same backbone + a linear classifier trained with labels (cross-entropy, random-resized-crop + flip, SGD
     Nesterov momentum 0.9, lr 0.1 x B/256 with warm-up and cosine, weight decay 5e-4) for the same wall-clock budget,
     calibrated like the pretraining. ``snapshot_minutes``: copies of the backbone after that many minutes (returned in
-    ``snapshots``, for learning curves); ``backbone`` is the final one."""
+    ``snapshots``, for learning curves); ``backbone`` is the final one. Trained by
+    :func:`selfsup.engine.supervised.train_supervised`, one batch per step index (batch and crops drawn from
+    generators seeded by the step)."""
     torch.manual_seed(cfg.seed)
     backbone = load_backbone(cfg, None).to(memory_format=torch.channels_last)
     head = torch.nn.Linear(backbone.num_features, data.train.num_classes)
     model = torch.nn.Sequential(backbone, head)
     params = [p for p in model.parameters()]
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     aug = train_crop_flip_sampler(data.size, (0.25, 1.0), data.train.mean, data.train.std)
     images, labels = data.train.images, data.train.labels
     bs = cfg.train.batch_size
+    peak = 0.1 * bs / 256
 
-    def step(k, total):
+    def prepare(k: int) -> Batch:
         idx = torch.randint(0, len(images), (bs,), generator=generator_for(cfg.seed, "sup", k))
         x = aug.sample(images[idx], None, generator_for(cfg.seed, "supaug", k)).large[0]
-        x = x.contiguous(memory_format=torch.channels_last)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine(k, total, max(1, total // 20), 0.1 * bs / 256)
-        loss = F.cross_entropy(model(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return Batch(x.contiguous(memory_format=torch.channels_last), labels[idx])
 
-    model.train()
-    step(0, 1000)  # warm-up step, not timed (allocations, first-call overheads)
-    t0 = time.perf_counter()
-    for k in range(1, 9):
-        step(k, 1000)
-    rate = 8 / (time.perf_counter() - t0)
+    def run(steps: int, total: int, on_step) -> LoopResult:
+        settings = LoopSettings(epochs=1, lr_schedule=lambda k, lr: warmup_cosine(k, total, max(1, total // 20), lr))
+        return train_supervised(model, opt, range(steps), settings, prepare=prepare, train=[model], on_step=on_step)
+
+    # calibration: step 0 untimed (allocations, first-call overheads), then 8 timed steps of a 1000-step schedule
+    opt = torch.optim.SGD(params, lr=peak, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    marks: Dict[int, float] = {}
+    run(9, 1000, lambda s: marks.__setitem__(s.step, time.perf_counter()) if s.step in (1, 9) else None)
+    rate = 8 / (marks[9] - marks[1])
     total = max(10, int(0.95 * budget_s * rate))
     torch.manual_seed(cfg.seed)  # restart cleanly after calibration
     backbone.load_state_dict(load_backbone(cfg, None).state_dict())
     head.reset_parameters()
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    pending = sorted(snapshot_minutes)
-    snapshots: Dict[float, torch.nn.Module] = {}
-    t0 = time.perf_counter()
-    for k in range(total):
-        last = step(k, total)
-        elapsed = time.perf_counter() - t0
-        while pending and elapsed >= 60 * pending[0]:
-            snapshots[pending.pop(0)] = copy.deepcopy(backbone)
-        if elapsed > budget_s:
-            break
-    elapsed = time.perf_counter() - t0
+    opt = torch.optim.SGD(params, lr=peak, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    budget = _Budget(budget_s, snapshot_minutes, backbone)
+    result = run(total, total, budget.on_step)
+    elapsed = time.perf_counter() - budget.t0
     model.eval()
     pre = data.preprocess(cfg)
     with torch.no_grad():
         logits = torch.cat([model(pre(data.test.images[i:i + 1000]).contiguous(memory_format=torch.channels_last))
                             for i in range(0, len(data.test), 1000)])
     acc = topk_accuracy(logits, data.test.labels, ks=(1, 5))
-    return {"classifier_top1": acc["top1"], "classifier_top5": acc["top5"], "steps": k + 1,
-            "elapsed_s": elapsed, "last_loss": last, "backbone": backbone, "snapshots": snapshots}
+    return {"classifier_top1": acc["top1"], "classifier_top5": acc["top5"], "steps": result.steps,
+            "elapsed_s": elapsed, "last_loss": budget.last, "backbone": backbone, "snapshots": budget.snapshots}
+
+
+class _Budget:
+    """The supervised baseline's step hook: the last loss, copies of the backbone at ``snapshot_minutes`` and the stop
+    once ``budget_s`` seconds have passed since it was made."""
+
+    def __init__(self, budget_s: float, snapshot_minutes: Sequence[float], backbone: torch.nn.Module) -> None:
+        self.budget_s, self.pending, self.backbone = budget_s, sorted(snapshot_minutes), backbone
+        self.snapshots: Dict[float, torch.nn.Module] = {}
+        self.last = float("nan")
+        self.t0 = time.perf_counter()
+
+    def on_step(self, info: StepInfo) -> bool:
+        self.last = info.loss.item()
+        elapsed = time.perf_counter() - self.t0
+        while self.pending and elapsed >= 60 * self.pending[0]:
+            self.snapshots[self.pending.pop(0)] = copy.deepcopy(self.backbone)
+        return elapsed > self.budget_s
 
 
 def mean_offdiagonal(g: torch.Tensor) -> float:
@@ -150,8 +159,9 @@ def row_entropy(p: torch.Tensor) -> float:
 
 
 def short_run(doc: str, method: str, default_steps: int, default_out: str):
-    """The command line of the collapse diagnostics (``dino_collapse.py``, ``swav_collapse.py``): ``RECIPE --steps N
-    [--out DIR] [key=value ...]`` -> the config of a short run of ``method`` without progress bar or kNN monitor."""
+    """The command line of the collapse diagnostics (``diagnostics/dino_collapse.py``, ``diagnostics/swav_collapse.py``):
+    ``RECIPE --steps N [--out DIR] [key=value ...]`` -> the config of a short run of ``method`` without progress bar
+    or kNN monitor."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("recipe")
     ap.add_argument("--steps", type=int, default=default_steps)

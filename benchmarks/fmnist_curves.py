@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from selfsup.config import load_config  # noqa: E402
-from selfsup.engine.trainer import pretrain, snapshot_path  # noqa: E402
+from selfsup.engine.snapshots import snapshot_path  # noqa: E402
+from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.plots import plot_learning_curves  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 

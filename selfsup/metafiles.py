@@ -276,7 +276,7 @@ def make_output_dir(path: PathLike, option: str) -> Path:
     for p in path.parents:
         if p.exists():
             if not p.is_dir():
-                raise ConfigError(f"{option}{sep}{path}: {p} is a file, not a folder")
+                raise ConfigError(f"{option}{sep}{path} cannot be created: {p} is a file, not a folder")
             break
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""The dataset base classes every selfsup dataset builds on: :class:`ImageDataset`, :class:`InMemoryDataset`, and
-:func:`collate` (see :mod:`selfsup.data.datasets` for the item format and the concrete datasets). They live apart from
-the loaders so that :mod:`selfsup.data.shapes` and :mod:`selfsup.data.datasets` do not import each other."""
+"""The dataset base classes every selfsup dataset builds on: :class:`ImageDataset`, :class:`InMemoryDataset`,
+:func:`resize_images` and :func:`collate` (see :mod:`selfsup.data.datasets` for the item format, and
+:mod:`selfsup.data.sources` for the concrete datasets). They live apart from the loaders so that every dataset module
+can import them without importing the others."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 
 from selfsup.errors import ConfigError
 
-__all__ = ["ImageDataset", "InMemoryDataset", "collate", "pad_stack", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ImageDataset", "InMemoryDataset", "collate", "pad_stack", "resize_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,6 +120,18 @@ class InMemoryDataset(ImageDataset):
                 item["mask"] = masks[k]
             items.append(item)
         return items
+
+
+def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
+    """Resize a uint8 batch ``(N, C, H, W)`` to ``(N, C, size, size)`` with antialiasing, in chunks (bounded memory)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if images.shape[-2:] == (size, size):
+        return images
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for a in range(0, images.shape[0], chunk):
+        out[a:a + chunk] = TF.resize(images[a:a + chunk], [size, size], antialias=True)
+    return out
 
 
 def collate(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:

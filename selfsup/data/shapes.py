@@ -22,8 +22,8 @@ object's outline:
 needs shape, not colour or background: a linear probe on raw pixels or on a random-init network stays within a few
 points of chance. The ten classes are hard for a 4-layer network (several are round: circle, ring, hexagon, pentagon,
 ellipse, crescent); the first five (circle, square, triangle, star, plus) are distinct enough for the demo's
-``convnet_tiny`` at 32 px to learn in a few CPU minutes. ``benchmarks/shapes_difficulty.py`` measures both (raw pixels,
-random init, and supervised training of the same network; numbers in ``benchmarks/RESULTS.md``).
+``convnet_tiny`` at 32 px to learn in a few CPU minutes. ``benchmarks/diagnostics/shapes_difficulty.py`` measures both
+(raw pixels, random init, and supervised training of the same network; numbers in ``benchmarks/LOGBOOK.md``).
 
 **Spurious backgrounds.** With probability ``spurious`` an image's background family is tied to its class (class ``k``
 -> family ``k mod 5`` and, for photos, photo ``k mod 11``); otherwise family and photo are uniform. The per-image

@@ -4,7 +4,7 @@
 nodes: a few large chunk files instead of a million small ones, written in parallel, read locally, from a mount, or
 from object storage through its cache. Its datasets also read a record *by index*, which keeps everything selfsup
 builds on an index: the step sampler that gives every DDP rank and node its own part of each global batch and makes a
-resume exact (:class:`selfsup.engine.trainer.StepBatchSampler`), and the saliency mask cache keyed by dataset index.
+resume exact (:class:`selfsup.engine.batches.StepBatchSampler`), and the saliency mask cache keyed by dataset index.
 webdataset's tar streams are read in order only, which would give up both.
 
 **Layout.** ``selfsup data pack SRC OUT`` writes ``OUT/train`` (and ``OUT/test`` when SRC has a test split, found as
@@ -12,7 +12,7 @@ for ``data.dataset=folder``: ``SRC/train`` + ``SRC/val``, or ``SRC`` without its
 folder holds litdata's chunks and ``index.json``, plus ``selfsup.json`` (class names, record count, source) and
 ``labels.npy`` (every label, known without reading a record), all in record order. A record is the image file's bytes
 as they were (JPEG stays JPEG: no re-encoding, no quality lost) and its label; records are decoded exactly like files
-(:func:`selfsup.data.datasets.decode_image_bytes`), so a corrupt record gets the same one-line error, or
+(:func:`selfsup.data.images.decode_image_bytes`), so a corrupt record gets the same one-line error, or
 skip-and-count with ``data.skip_corrupt``, naming the record and its source file. A split folder appears only when it
 is complete (written beside, then renamed), so a killed pack leaves nothing half-written.
 
@@ -243,6 +243,31 @@ def pack(splits: Dict[str, Any], out: os.PathLike, *, chunk_bytes: Union[int, st
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return {name: meta for name, (_, meta) in written.items()}
+
+
+def folder_pack_plan(src: str, out: str, *, test_root: Optional[str] = None, limit: Optional[int] = None,
+                     workers: int = 1, chunk_bytes: Union[int, str] = "64MB") -> Dict[str, Any]:
+    """``selfsup data pack SRC OUT``, checked before anything is listed or written: the options, then ``OUT`` against
+    every folder the source reads (it may be none of them, nor contain one, nor sit inside one: a flat SRC lists its
+    own sub-folders as training images), then the splits, listed as ``data.dataset=folder`` lists them (its test split
+    SRC/val, SRC/test or ``test_root``, if any). Returns the arguments of :func:`pack` (``splits``, ``out``,
+    ``chunk_bytes`` in bytes, ``sources``) and ``stale_test``: whether pack will remove the test split of an earlier
+    pack in ``OUT`` (this source has none)."""
+    from selfsup.data.sources.folder import find_test_dir, folder_dataset  # not at the top: sources imports this module
+
+    if workers < 1 or (limit is not None and limit < 1):
+        raise ConfigError("--workers and --limit must be >= 1")
+    size = parse_chunk_bytes(chunk_bytes, "--chunk-bytes")
+    src_dir, out_dir = Path(src).expanduser(), Path(out).expanduser()
+    cfg = DataConfig(dataset="folder", root=src, test_root=test_root, limit=limit)
+    sources = [src_dir, src_dir / "train", src_dir / "val", src_dir / "test", test_root]
+    test_dir = find_test_dir(cfg, src_dir) if src_dir.is_dir() else None
+    check_pack_output(out_dir, sources, ["train", "test"] if test_dir is not None else ["train"])
+    splits = {"train": folder_dataset(cfg, "train")}  # checks that SRC exists
+    if test_dir is not None:  # found as data.dataset=folder finds it
+        splits["test"] = folder_dataset(cfg, "test")
+    return {"splits": splits, "out": out_dir, "chunk_bytes": size, "sources": sources,
+            "stale_test": "test" not in splits and is_shard_split(out_dir / "test")}
 
 
 def read_shard_meta(directory: os.PathLike) -> Dict[str, Any]:

@@ -1,7 +1,7 @@
 """The target network of BYOL/RELICv2 (and DINO's teacher): an exponential moving average of the online network.
 
 ``g <- gamma * g + (1 - gamma) * f`` after each optimiser step (RELICv2 Algorithm 1, method-details A2 / B 3.1), with gamma
-from :func:`selfsup.engine.schedules.cosine_ema_momentum`.
+from :func:`selfsup.schedules.cosine_ema_momentum`.
 
 Only **parameters** are averaged (BYOL's ``target_params`` are an EMA of ``online_params``; the BN state is not part of
 it). Buffers (BatchNorm running statistics, ``num_batches_tracked``) are left alone: the target runs its own forward

@@ -40,9 +40,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import Config
-from selfsup.data.datasets import ImageDataset, build_dataset, collate
+from selfsup.data.base import ImageDataset, collate
+from selfsup.data.datasets import build_dataset
 from selfsup.data.views import center_crop_resize, normalize
 from selfsup.errors import ConfigError, DataError
+from selfsup.methods import Method
 from selfsup.methods.distributed import gather_no_grad
 from selfsup.metrics import knn_scores, topk_accuracy
 
@@ -87,6 +89,15 @@ class QualityMonitor:
             self._bank, self._queries = _knn_subsets(cfg, train_set)
 
     # ---------------------------------------------------------------------------------------------------- per step
+    def after_step(self, features: Optional[Tensor], labels: Tensor, step: int, total_steps: int,
+                   method: Method) -> Dict[str, float]:
+        """The monitor's part of a pretraining step, once ``step`` steps are done: the online classifier's step
+        (:meth:`train_step`), then the kNN of ``method.representation()`` when it is due (:meth:`due`)."""
+        logs = self.train_step(features, labels)
+        if self.due(step, total_steps):
+            logs.update(self.evaluate(method.representation()))
+        return logs
+
     def train_step(self, features: Optional[Tensor], labels: Tensor) -> Dict[str, float]:
         """One step of the online classifier on this rank's detached large-view features ``(L * B, F)`` (view-major)
         and the batch's labels ``(B,)``, gathered over the ranks. Returns ``online_loss`` and ``online_top1``."""

@@ -42,11 +42,13 @@ from tqdm.auto import tqdm
 
 from selfsup.config import Config, load_config, to_dict, to_yaml
 from selfsup.data.augment import normalize
-from selfsup.data.datasets import build_dataset, resize_images
+from selfsup.data.base import resize_images
+from selfsup.data.datasets import build_dataset
 from selfsup.data.masks import resize_masks
 from selfsup.data.saliency import saliency_maps
 from selfsup.engine.checkpoint import atomic_save_safetensors, atomic_write_bytes, load_backbone_weights
 from selfsup.engine.devices import device_for
+from selfsup.engine.supervised import Batch, EpochStats, LoopSettings, StepInfo, train_supervised
 from selfsup.errors import CheckpointError, ConfigError, DataError
 from selfsup.losses.fbeta import fbeta_loss
 from selfsup.metrics.saliency import saliency_scores
@@ -114,60 +116,77 @@ def _batches(n: int, batch_size: int, g: torch.Generator) -> List[Tensor]:
     return list(torch.tensor_split(perm, max(1, n // batch_size)))
 
 
+class _Refinement:
+    """The step and epoch hooks of a refinement round: the mean loss per epoch and, with ``track_mva``, the training
+    predictions (flips undone; every entry is rewritten each epoch), smoothed and folded into the moving average after
+    every epoch."""
+
+    def __init__(self, s, gray: Tensor, track_mva: bool) -> None:
+        self.s, self.gray, self.losses, self.total = s, gray, [], 0.0
+        self.mva = torch.zeros(gray.shape) if track_mva else None
+        self.preds = torch.zeros(gray.shape) if track_mva else None
+
+    def on_step(self, info: StepInfo) -> None:
+        self.total += float(info.loss)
+        if self.preds is not None:
+            idx, flip = info.batch.meta
+            pd = info.outputs.float().cpu()
+            self.preds[idx] = torch.where(flip, pd.flip(-1), pd)
+
+    def on_epoch(self, stats: EpochStats) -> None:
+        self.losses.append(self.total / stats.epoch_steps)
+        self.total = 0.0
+        if self.mva is not None and self.preds is not None:
+            s = self.s
+            smooth = (guided_filter(self.preds, self.gray, s.smooth_radius, s.smooth_eps).clamp_(0, 1)
+                      if s.smoothing == "guided" else self.preds)
+            self.mva.mul_(s.mva_momentum).add_(smooth, alpha=1 - s.mva_momentum)
+
+
 def train_saliency_net(cfg: Config, images: Tensor, targets: Sequence[Tensor], thresholds: Sequence[float],
                        beta2: float, epochs: int, lr: float, seed: int, mean, std, track_mva: bool,
-                       desc: str = "saliency", progress: bool = True) -> Tuple[SaliencyNet, Optional[Tensor], List[float]]:
+                       desc: str = "saliency", progress: bool = True
+                       ) -> Tuple[SaliencyNet, Optional[Tensor], List[float]]:
     """Train a fresh network on uint8 ``images (N, 3, S, S)`` against ``targets`` (float ``(N, S, S)`` in [0, 1], one
     per label set, each binarised at its threshold; the loss is averaged over the sets). Returns the network, the
-    bias-corrected moving average of its smoothed training predictions (``track_mva``) and the mean loss per epoch."""
+    bias-corrected moving average of its smoothed training predictions (``track_mva``) and the mean loss per epoch.
+
+    :func:`selfsup.engine.supervised.train_supervised` with Adam and poly decay per epoch (``lr * (1 - epoch /
+    epochs) ** saliency.poly_power``); each epoch draws a permutation (:func:`_batches`), then per batch a random
+    horizontal flip of each image and its targets, all from one generator seeded with ``seed``. A non-finite loss
+    stops the fit at once."""
     s = cfg.saliency
     device = device_for(cfg)
     n, size = images.shape[0], images.shape[-1]
     net = build_saliency_net(cfg, size, seed).to(device)
-    net.train()
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    gray = _gray(images)
-    mva = torch.zeros(n, size, size) if track_mva else None
-    losses: List[float] = []
-    bar = tqdm(total=epochs * max(1, n // s.batch_size), desc=desc, unit="step", disable=not progress,
-               dynamic_ncols=True, leave=False)
-    for epoch in range(epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr * (1 - epoch / epochs) ** s.poly_power
-        preds = torch.zeros(n, size, size) if track_mva else None
-        total = 0.0
-        batches = _batches(n, s.batch_size, g)
-        for idx in batches:
-            flip = (torch.rand(len(idx), generator=g) < 0.5).view(-1, 1, 1)
-            x = images[idx].float().div_(255.0)
-            x = torch.where(flip.unsqueeze(1), x.flip(-1), x).to(device)
-            p = torch.sigmoid(net(normalize(x, mean, std)))
-            loss = sum(fbeta_loss(p, torch.where(flip, t[idx].flip(-1), t[idx]).to(device), thr, beta2)
-                       for t, thr in zip(targets, thresholds)) / len(targets)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"{desc}: the saliency loss is {loss.item()} at epoch {epoch}; lower the learning "
-                                  "rate (saliency.round_lr / saliency.fuse_lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            total += value
-            if preds is not None:
-                pd = p.detach().float().cpu()
-                preds[idx] = torch.where(flip, pd.flip(-1), pd)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
-        losses.append(total / len(batches))
-        if mva is not None and preds is not None:
-            smooth = (guided_filter(preds, gray, s.smooth_radius, s.smooth_eps).clamp_(0, 1)
-                      if s.smoothing == "guided" else preds)
-            mva.mul_(s.mva_momentum).add_(smooth, alpha=1 - s.mva_momentum)
-    bar.close()
+    hooks = _Refinement(s, _gray(images), track_mva)
+
+    def prepare(idx: Tensor) -> Batch:
+        flip = (torch.rand(len(idx), generator=g) < 0.5).view(-1, 1, 1)
+        x = images[idx].float().div_(255.0)
+        x = torch.where(flip.unsqueeze(1), x.flip(-1), x).to(device)
+        flipped = [torch.where(flip, t[idx].flip(-1), t[idx]).to(device) for t in targets]
+        return Batch(normalize(x, mean, std), flipped, (idx, flip))
+
+    def loss_fn(p: Tensor, flipped: List[Tensor]) -> Tensor:
+        return sum(fbeta_loss(p, t, thr, beta2) for t, thr in zip(flipped, thresholds)) / len(targets)
+
+    def nonfinite(value: float, epoch: int) -> Exception:
+        return ConfigError(f"{desc}: the saliency loss is {value} at epoch {epoch}; lower the learning "
+                           "rate (saliency.round_lr / saliency.fuse_lr)")
+
+    settings = LoopSettings(epochs=epochs, schedule_unit="epoch", check_finite="step", nonfinite=nonfinite,
+                            lr_schedule=lambda epoch, peak: peak * (1 - epoch / epochs) ** s.poly_power,
+                            progress=progress, desc=desc, examples_per_epoch=n)
+    train_supervised(lambda x: torch.sigmoid(net(x)), opt, lambda: _batches(n, s.batch_size, g), settings,
+                     loss_fn=loss_fn, prepare=prepare, train=[net], on_step=hooks.on_step, on_epoch=hooks.on_epoch)
+    mva = hooks.mva
     if mva is not None:
         mva /= 1 - s.mva_momentum ** epochs
     net.eval()
-    return net, mva, losses
+    return net, mva, hooks.losses
 
 
 @torch.no_grad()
@@ -419,7 +438,7 @@ def predict_cache(cfg: Config, net_path: os.PathLike, out_dir: os.PathLike, spli
     mask, which is never applied (under 5 % foreground). Returns counts, images/s and the share of usable masks."""
     from torch.utils.data import DataLoader
 
-    from selfsup.data.datasets import collate
+    from selfsup.data.base import collate
     from selfsup.data.masks import MaskCache, dataset_fingerprint
 
     out_dir = MaskCache.check_writable(out_dir, split, "--out")  # before any work: a folder selfsup may write

@@ -39,15 +39,14 @@ import math
 from typing import Callable, Dict, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, Dataset, RandomSampler
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from selfsup.config import FinetuneEvalConfig
+from selfsup.engine.supervised import Batch, EpochStats, LoopSettings, train_supervised
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError
-from selfsup.eval.features import autocast_for, channels_last, extract_features, make_loader, to_device_batch
-from selfsup.eval.linear import evaluate_linear_head, features_dim
+from selfsup.eval.features import autocast_for, channels_last, extract_features
+from selfsup.eval.linear import augmented_batch, evaluate_linear_head, features_dim, shuffled_loader
 from selfsup.metrics.accuracy import check_labels, mean_per_class_accuracy
 from selfsup.schedules import step_decay
 
@@ -108,7 +107,8 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
 
     Two SGD parameter groups: the classifier at ``cfg.head_lr``, everything in ``trunk`` at ``cfg.encoder_lr``; both
     follow :func:`finetune_lr` per step. ``cfg.epochs`` epochs over ``train_ds`` (reshuffled each epoch by a generator
-    seeded from ``seed``; the last, smaller batch kept). ``amp``: bf16 autocast on CUDA only.
+    seeded from ``seed``; the last, smaller batch kept), trained by :func:`selfsup.engine.supervised.train_supervised`.
+    ``amp``: bf16 autocast on CUDA only.
 
     Returns ``{"top1", "top5", "mean_per_class", "train_loss", "train_top1" (last epoch), "epochs", "steps",
     "num_train"}``; raises
@@ -125,69 +125,39 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
         classifier.bias.zero_()
     classifier = classifier.to(device)
 
-    groups = [{"params": [p for p in classifier.parameters()], "lr": cfg.head_lr, "peak": cfg.head_lr},
-              {"params": [p for p in trunk.parameters() if p.requires_grad], "lr": cfg.encoder_lr,
-               "peak": cfg.encoder_lr}]
+    groups = [{"params": [p for p in classifier.parameters()], "lr": cfg.head_lr},
+              {"params": [p for p in trunk.parameters() if p.requires_grad], "lr": cfg.encoder_lr}]
     opt = torch.optim.SGD(groups, lr=cfg.head_lr, momentum=cfg.momentum,
                           nesterov=bool(cfg.nesterov and cfg.momentum > 0), weight_decay=cfg.weight_decay)
     batch_size = min(cfg.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    sampler = BatchSampler(RandomSampler(train_ds, generator=torch.Generator().manual_seed(int(seed) + 1)),
-                           batch_size, drop_last=False)
-    loader = make_loader(train_ds, batch_size, collate_fn, device, num_workers, batch_sampler=sampler)
+    loader = shuffled_loader(train_ds, batch_size, int(seed) + 1, collate_fn, device, num_workers)
     aug_gen = torch.Generator().manual_seed(int(seed) + 2)
 
-    step = 0
-    train_loss = train_top1 = float("nan")
-    modes = [(m, m.training) for m in trunk.modules()]
-    trunk.train()
-    classifier.train()
-    try:
-        with tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True,
-                  leave=False) as bar:
-            for epoch in range(cfg.epochs):
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device, dtype=torch.long)
-                seen = 0
-                for batch in loader:
-                    images = batch["image"]
-                    if images.shape[0] == 0:
-                        continue
-                    y = torch.as_tensor(batch["label"]).long()
-                    check_labels(y, num_classes, "train labels")
-                    y = y.to(device, non_blocking=True)
-                    for group in opt.param_groups:
-                        group["lr"] = finetune_lr(step, steps_per_epoch, total_steps, group["peak"], cfg)
-                    x = train_transform(to_device_batch(images, device), aug_gen)
-                    with autocast_for(device, amp):
-                        feats = trunk(channels_last(x))
-                    logits = classifier(feats.float().flatten(1))
-                    loss = F.cross_entropy(logits, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    b = y.shape[0]
-                    loss_sum += loss.detach() * b
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    seen += b
-                    bar.update(1)
-                    if log_fn is not None:
-                        log_fn({"step": step, "epoch": epoch, "lr_head": opt.param_groups[0]["lr"],
-                                "lr_encoder": opt.param_groups[1]["lr"], "loss": loss.item()})
-                train_loss = float(loss_sum) / max(seen, 1)
-                train_top1 = 100.0 * float(correct) / max(seen, 1)
-                if not math.isfinite(train_loss):
-                    raise NonFiniteLossError(f"the fine-tuning loss became non-finite in epoch {epoch + 1}; lower "
-                                             f"eval.finetune.head_lr / encoder_lr (now {cfg.head_lr} / "
-                                             f"{cfg.encoder_lr})")
-                bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{train_top1:.1f}")
-                log.debug("fine-tune epoch %d/%d: loss %.4f, train top-1 %.2f%%", epoch + 1, cfg.epochs, train_loss,
-                         train_top1)
-    finally:
-        for m, training in modes:
-            m.training = training
+    def prepare(raw: Dict[str, torch.Tensor]) -> Optional[Batch]:
+        xy = augmented_batch(raw, num_classes, device, train_transform, aug_gen)
+        return None if xy is None else Batch(channels_last(xy[0]), xy[1])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast_for(device, amp):
+            feats = trunk(x)
+        return classifier(feats.float().flatten(1))
+
+    def nonfinite(value: float, epoch: int) -> Exception:
+        return NonFiniteLossError(f"the fine-tuning loss became non-finite in epoch {epoch + 1}; lower "
+                                  f"eval.finetune.head_lr / encoder_lr (now {cfg.head_lr} / {cfg.encoder_lr})")
+
+    def on_epoch(e: EpochStats) -> None:
+        log.debug("fine-tune epoch %d/%d: loss %.4f, train top-1 %.2f%%", e.epoch + 1, cfg.epochs, e.loss, e.top1)
+
+    on_step = None if log_fn is None else lambda s: log_fn({"step": s.step, "epoch": s.epoch, "lr_head": s.lrs[0],
+                                                             "lr_encoder": s.lrs[1], "loss": s.loss.item()})
+    settings = LoopSettings(epochs=cfg.epochs, accuracy=True, check_finite="epoch", nonfinite=nonfinite,
+                            lr_schedule=lambda k, peak: finetune_lr(k, steps_per_epoch, total_steps, peak, cfg),
+                            progress=progress, desc="fine-tune", examples_per_epoch=n_train)
+    run = train_supervised(forward, opt, loader, settings, prepare=prepare, train=[trunk, classifier],
+                           on_step=on_step, on_epoch=on_epoch)
 
     model = nn.Sequential(trunk, nn.Flatten(1), classifier)
     logits, yte = extract_features(model, test_ds, preprocess=test_transform, batch_size=max(batch_size, 256),
@@ -195,9 +165,11 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
                                    amp=amp, num_workers=num_workers)
     check_labels(yte, num_classes, "test labels")
     test = evaluate_linear_head(nn.Identity(), logits, yte, ks=(1, 5))
-    return {"top1": test["top1"], "top5": test["top5"], "mean_per_class": mean_per_class_accuracy(logits, yte, num_classes),
-            "train_loss": train_loss, "train_top1": train_top1,
-            "epochs": cfg.epochs, "steps": step, "num_train": n_train}
+    last = run.last
+    return {"top1": test["top1"], "top5": test["top5"],
+            "mean_per_class": mean_per_class_accuracy(logits, yte, num_classes),
+            "train_loss": last.loss if last else float("nan"), "train_top1": last.top1 if last else float("nan"),
+            "epochs": cfg.epochs, "steps": run.steps, "num_train": n_train}
 
 
 def pretrained_head(method: nn.Module) -> nn.Sequential:

@@ -25,11 +25,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, Dataset, RandomSampler
-from tqdm.auto import tqdm
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from selfsup.config import LinearEvalConfig
 from selfsup.engine.optim import LARS
+from selfsup.engine.supervised import Batch, EpochStats, LoopSettings, train_supervised
 from selfsup.errors import DataError, NonFiniteLossError
 from selfsup.eval.features import (autocast_for, channels_last, default_collate, eval_mode, extract_features,
                                    make_loader, to_device_batch)
@@ -240,12 +240,12 @@ def fit_logistic_lbfgs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
 # --------------------------------------------------------------------------------------------------------------------
 
 def cosine_lr(step: int, total_steps: int, peak_lr: float, final_lr: float = 0.0) -> float:
-    """``final + (peak - final) (1 + cos(pi * step / total_steps)) / 2``: the peak at step 0, ``final_lr`` after the last
-    step, no warm-up."""
-    if total_steps <= 0:
+    """``final + (peak - final) (1 + cos(pi * step / total_steps)) / 2``: exactly the peak at step 0 (and before),
+    ``final_lr`` after the last step, no warm-up."""
+    if total_steps <= 0 or step <= 0:
         return peak_lr
     final = min(final_lr, peak_lr)
-    t = min(max(step, 0), total_steps) / total_steps
+    t = min(step, total_steps) / total_steps
     return final + (peak_lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -265,6 +265,29 @@ def features_dim(backbone: nn.Module, dataset: Dataset, transform: Callable[[tor
     return int(out.flatten(1).shape[1])
 
 
+def shuffled_loader(dataset: Dataset, batch_size: int, seed: int, collate_fn: Optional[Callable], device: Device,
+                    num_workers: int = 0) -> DataLoader:
+    """The training loader of the SGD probe and of fine-tuning: ``dataset`` reshuffled every epoch by a generator
+    seeded with ``seed``, in batches of ``batch_size``, the last, smaller batch kept."""
+    sampler = BatchSampler(RandomSampler(dataset, generator=torch.Generator().manual_seed(int(seed))), batch_size,
+                           drop_last=False)
+    return make_loader(dataset, batch_size, collate_fn, device, num_workers, batch_sampler=sampler)
+
+
+def augmented_batch(raw: Dict[str, torch.Tensor], num_classes: int, device: torch.device,
+                    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                    generator: torch.Generator) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(transform(images on device, generator), labels on device)`` of a loader batch; None when it is empty. The
+    labels are checked on the CPU copy (no device sync)."""
+    images = raw["image"]
+    if images.shape[0] == 0:
+        return None
+    y = torch.as_tensor(raw["label"]).long()
+    check_labels(y, num_classes, "train labels")
+    y = y.to(device, non_blocking=True)
+    return transform(to_device_batch(images, device), generator), y
+
+
 def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
                      train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
                      test_transform: Callable[[torch.Tensor], torch.Tensor], num_classes: int,
@@ -272,7 +295,8 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
                      collate_fn: Optional[Callable] = None, progress: bool = True, amp: bool = False,
                      num_workers: int = 0, log_fn: Optional[Callable[[Dict[str, float]], None]] = None
                      ) -> Dict[str, object]:
-    """The SGD linear evaluation of RELICv2 (App. D.1) and of its official code (method-details B 3.1).
+    """The SGD linear evaluation of RELICv2 (App. D.1) and of its official code (method-details B 3.1), trained by
+    :func:`selfsup.engine.supervised.train_supervised`.
 
     - The backbone is frozen: kept in eval mode (BatchNorm uses and keeps its running statistics; the previous mode of
       every submodule is restored at the end) and run under ``no_grad`` at every step, so neither its parameters nor
@@ -290,8 +314,8 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
       ``seed``), test images through ``test_transform(uint8 batch)`` (resize + centre crop + normalisation).
     - ``amp``: bf16 autocast for the backbone forward on CUDA only; the head always trains in float32.
 
-    ``progress`` shows one tqdm bar per epoch (images/s, ETA); ``log_fn``, if given, receives
-    ``{"step", "epoch", "lr", "loss"}`` after every optimiser step (``lr`` is the rate that step used).
+    ``progress`` shows a tqdm bar (images/s, ETA); ``log_fn``, if given, receives ``{"step", "epoch", "lr", "loss"}``
+    after every optimiser step (``lr`` is the rate that step used).
 
     Returns ``{"top1", "top5", "train_loss" (mean over the last epoch), "train_top1" (last epoch, augmented),
     "epochs", "steps", "lr" (peak), "final_lr"}``. Raises :class:`NonFiniteLossError` if the loss diverges.
@@ -319,56 +343,33 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
     else:
         opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=cfg.momentum,
                               nesterov=bool(cfg.nesterov and cfg.momentum > 0), weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    shuffle_gen = torch.Generator().manual_seed(int(seed) + 1)
+    total_steps = cfg.epochs * math.ceil(n_train / cfg.batch_size)
+    loader = shuffled_loader(train_ds, cfg.batch_size, int(seed) + 1, collate_fn, device, num_workers)
     aug_gen = torch.Generator().manual_seed(int(seed) + 2)
-    sampler = BatchSampler(RandomSampler(train_ds, generator=shuffle_gen), cfg.batch_size, drop_last=False)
-    loader = make_loader(train_ds, cfg.batch_size, collate_fn, device, num_workers, batch_sampler=sampler)
 
-    step = 0
-    train_loss = float("nan")
-    train_top1 = float("nan")
-    with eval_mode(backbone):
-        for epoch in range(cfg.epochs):
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            with tqdm(total=n_train, desc=f"linear probe epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                      unit_scale=True, disable=not progress, dynamic_ncols=True, leave=False) as bar:
-                for batch in loader:
-                    images = batch["image"]
-                    if images.shape[0] == 0:
-                        continue
-                    y = torch.as_tensor(batch["label"]).long()
-                    check_labels(y, num_classes, "train labels")  # on the CPU copy: no device sync
-                    y = y.to(device, non_blocking=True)
-                    x = train_transform(to_device_batch(images, device), aug_gen)
-                    with torch.no_grad(), autocast_for(device, amp):
-                        feats = backbone(channels_last(x))
-                    logits = head(feats.float().flatten(1))
-                    loss = F.cross_entropy(logits, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    used_lr = opt.param_groups[0]["lr"]
-                    step += 1
-                    for group in opt.param_groups:
-                        group["lr"] = cosine_lr(step, total_steps, peak_lr, cfg.final_lr)
-                    b = y.shape[0]
-                    loss_sum += loss.detach() * b
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    seen += b
-                    bar.update(b)
-                    if log_fn is not None:
-                        log_fn({"step": step, "epoch": epoch, "lr": used_lr, "loss": loss.item()})
-            train_loss = float(loss_sum) / max(seen, 1)
-            train_top1 = 100.0 * float(correct) / max(seen, 1)
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(f"the linear probe's loss became non-finite in epoch {epoch + 1}; "
-                                         f"lower eval.linear.base_lr (now {cfg.base_lr})")
-            log.info("linear probe epoch %d/%d: loss %.4f, train top-1 %.2f%%", epoch + 1, cfg.epochs, train_loss,
-                     train_top1)
+    def prepare(raw: Dict[str, torch.Tensor]) -> Optional[Batch]:  # the frozen backbone's features of the batch
+        xy = augmented_batch(raw, num_classes, device, train_transform, aug_gen)
+        if xy is None:
+            return None
+        with autocast_for(device, amp):
+            feats = backbone(channels_last(xy[0]))
+        return Batch(feats.float().flatten(1), xy[1])
+
+    def nonfinite(value: float, epoch: int) -> Exception:
+        return NonFiniteLossError(f"the linear probe's loss became non-finite in epoch {epoch + 1}; "
+                                  f"lower eval.linear.base_lr (now {cfg.base_lr})")
+
+    def on_epoch(e: EpochStats) -> None:
+        log.info("linear probe epoch %d/%d: loss %.4f, train top-1 %.2f%%", e.epoch + 1, cfg.epochs, e.loss, e.top1)
+
+    on_step = None if log_fn is None else lambda s: log_fn({"step": s.step, "epoch": s.epoch, "lr": s.lr,
+                                                             "loss": s.loss.item()})
+    settings = LoopSettings(epochs=cfg.epochs,
+                            lr_schedule=lambda k, peak: cosine_lr(k, total_steps, peak, cfg.final_lr), accuracy=True,
+                            check_finite="epoch", nonfinite=nonfinite, progress=progress, desc="linear probe",
+                            examples_per_epoch=n_train)
+    run = train_supervised(head, opt, loader, settings, prepare=prepare, train=[head], frozen=[backbone],
+                           on_step=on_step, on_epoch=on_epoch)
 
     head.eval()
     xte, yte = extract_features(backbone, test_ds, preprocess=test_transform, batch_size=cfg.batch_size,
@@ -376,5 +377,7 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
                                 amp=amp, num_workers=num_workers)
     check_labels(yte, num_classes, "test labels")
     test = evaluate_linear_head(head, xte, yte, ks=(1, 5), device=device)
-    return {"top1": test["top1"], "top5": test["top5"], "train_loss": train_loss, "train_top1": train_top1,
-            "epochs": cfg.epochs, "steps": step, "lr": peak_lr, "final_lr": opt.param_groups[0]["lr"]}
+    last = run.last
+    return {"top1": test["top1"], "top5": test["top5"], "train_loss": last.loss if last else float("nan"),
+            "train_top1": last.top1 if last else float("nan"), "epochs": cfg.epochs, "steps": run.steps,
+            "lr": peak_lr, "final_lr": cosine_lr(run.steps, total_steps, peak_lr, cfg.final_lr)}

@@ -26,7 +26,7 @@ def save_figure(fig, png: Path, tight: bool = False) -> Path:
     return png
 
 
-#: the columns of ``train_log.csv`` (the trainer's ``_StepLog.FIELDS``; every one of them is a number)
+#: the columns of ``train_log.csv`` (``selfsup.engine.steplog._StepLog.FIELDS``; every one of them is a number)
 TRAIN_LOG_COLUMNS = ("step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
                      "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped",
                      "pretext_top1")

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from selfsup.errors import ConfigError, DataError, SelfsupError
+from selfsup.eval.protocols import protocol_for_result
 from selfsup.metafiles import Fields, make_output_dir, read_json, read_yaml_mapping
 
 log = logging.getLogger("selfsup")
@@ -64,7 +65,6 @@ window.addEventListener('load', function () {
 # --------------------------------------------------------------------------------------------------------------------
 
 _ABSENT = object()  # a getter's default that a JSON null is not: null where a number belongs is an error
-_K_TOP1 = re.compile(r"k(\d{1,6})_top1")
 _K_TOPK = re.compile(r"k\d{1,6}_top[15]")
 _EVAL_NUMBERS = ("top1", "top5", "clean_top1", "mean_per_class", "mean_corrupted_top1", "l2", "epochs", "num_train")
 _EVAL_STRINGS = ("protocol", "dataset", "command", "date", "mode", "head", "source")
@@ -233,39 +233,20 @@ def read_run(run_dir: Path) -> Dict[str, Any]:
             "summary": summary, "evals": evals, "figures": figures, "rows": rows, "left_out": left_out}
 
 
-def _num(v: Any, spec: str = ".2f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def eval_row(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
     """One table row of an evaluation: its headline top-1 (and top-5) and what else defines it (``res`` is checked
-    by :func:`check_eval` first)."""
+    by :func:`check_eval` first; the protocol's :meth:`~selfsup.eval.protocols.Protocol.report_row` says what
+    defines it)."""
     check_eval(res, name)
     proto = res.get("protocol", name.split("_")[0])
-    top1 = res.get("top1", res.get("k20_top1", res.get("clean_top1")))
-    top5 = res.get("top5", res.get("k20_top5"))
-    detail = []
-    if proto == "knn":
-        ks = sorted((int(m.group(1)), m.group(0)) for m in map(_K_TOP1.fullmatch, res) if m)
-        detail.append(", ".join(f"k={k}: {res[key]:.2f}" for k, key in ks))
-        if "k20_top1" not in res and ks:
-            top1, top5 = res[ks[0][1]], res.get(ks[0][1][:-5] + "_top5")
-    if proto == "finetune":
-        detail.append(f"{100 * float(res.get('labels_fraction', 1)):g}% labels ({_num(res.get('num_train'), 'g')} "
-                      f"images), classifier on the {res.get('head', 'backbone')}, {_num(res.get('epochs'), 'g')} "
-                      f"epochs")
-    if proto == "transfer":
-        chosen = ", ".join(f"{k}={v:g}" for k, v in (res.get("chosen") or {}).items())
-        detail.append(f"{res.get('mode')}; mean per-class {_num(res.get('mean_per_class'))}; {chosen}")
-    if proto in ("linear", "lbfgs") and "l2" in res:
-        detail.append(f"L-BFGS, l2={res['l2']:g}")
-    if proto == "robustness":
-        if "mean_corrupted_top1" in res:
-            detail.append(f"clean {_num(res.get('clean_top1'))}; ImageNet-C mean {res['mean_corrupted_top1']:.2f}")
-        for root, acc in (res.get("ood") or {}).items():
-            detail.append(f"OOD {Path(root).name or root}: {acc:.2f}")
-    return {"name": name, "protocol": proto, "dataset": res.get("dataset"), "top1": top1, "top5": top5,
-            "detail": "; ".join(d for d in detail if d), "command": res.get("command", ""), "date": res.get("date", "")}
+    row = {"top1": res.get("top1", res.get("k20_top1", res.get("clean_top1"))),
+           "top5": res.get("top5", res.get("k20_top5")), "detail": []}
+    protocol = protocol_for_result(proto)
+    if protocol is not None:
+        row.update(protocol.report_row(res))
+    return {"name": name, "protocol": proto, "dataset": res.get("dataset"), "top1": row["top1"], "top5": row["top5"],
+            "detail": "; ".join(d for d in row["detail"] if d), "command": res.get("command", ""),
+            "date": res.get("date", "")}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class CorruptedDataset(Dataset):
 def matched_ood_dataset(root: str, class_names: Sequence[str], image_size: int, cfg_data) -> Dataset:
     """A labelled folder whose class folders are named like (a subset of) the training classes, relabelled to the
     training class indices; a folder named like no training class is a one-line error."""
-    from selfsup.data.datasets import FolderDataset
+    from selfsup.data.sources.folder import FolderDataset
 
     root_path = Path(root)
     if not root_path.exists():
@@ -148,7 +148,7 @@ def run_robustness(cfg, checkpoint: Optional[str], *, corruptions: Sequence[str]
     """Clean linear probe, then zero-shot accuracy on every (corruption, severity) and every ``ood`` folder."""
     from torch.utils.data import Subset
 
-    from selfsup.data.datasets import collate
+    from selfsup.data.base import collate
     from selfsup.eval.features import extract_features
     from selfsup.eval.linear import fit_logistic_lbfgs
     from selfsup.eval.run import device_for, features, load_backbone, probe_data

@@ -1,19 +1,26 @@
 """Evaluation drivers: load a frozen backbone (checkpoint, safetensors or random init), build the probe data, run a
-protocol, and return a flat dict of results. Used by ``selfsup eval``, the demo and the benchmarks."""
+protocol, and return a flat dict of results. Used by ``selfsup eval``, ``selfsup export``, the demo and the
+benchmarks.
+
+``selfsup eval <protocol>`` is :func:`prepare_eval` (the config, the context), :func:`run_protocol` (the registered
+protocol of :mod:`selfsup.eval.protocols` on it) and :func:`keep_result` (the JSON at --out and in the run's
+``evals/``)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from selfsup.config import Config, load_config
-from selfsup.data.datasets import ImageDataset, build_dataset, collate
+from selfsup.data.base import ImageDataset, collate
+from selfsup.data.datasets import build_dataset
 from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sampler
 from selfsup.engine.checkpoint import load_backbone_state, load_backbone_weights
 from selfsup.engine.devices import device_for  # noqa: F401  (re-exported for the eval modules)
@@ -21,6 +28,7 @@ from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
 from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
+from selfsup.eval.protocols import EvalContext, Protocol
 from selfsup.methods.base import backbone_input_size, representation_of
 from selfsup.models.backbones import LastBlocksTokens, ViTBackbone, create_backbone
 
@@ -234,6 +242,94 @@ def load_method(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
     return method
 
 
+def export_backbone(checkpoint: str, fmt: str, out: Path, recipe: Optional[str] = None,
+                    overrides: Sequence[str] = ()) -> Tuple[int, Dict[str, str]]:
+    """``selfsup export``: the run's bare backbone written to ``out`` (a .safetensors file, checked before any work) in
+    the key layout of ``fmt`` (:mod:`selfsup.models.export`); returns the number of tensors and the file's metadata."""
+    from selfsup.metafiles import check_output_file
+    from selfsup.models.export import export_state, save_export
+
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: the export is a .safetensors file")
+    check_output_file(out)
+    cfg = config_for(checkpoint, recipe, overrides)
+    backbone = load_backbone(cfg, checkpoint, representation=False)
+    tensors, meta = export_state(backbone, fmt, width=cfg.model.width, image_size=backbone_input_size(cfg))
+    meta.update(source=str(checkpoint), backbone=cfg.model.backbone)
+    save_export(out, tensors, meta)
+    return len(tensors), meta
+
+
+def load_instructions(fmt: str, out: Path, meta: Dict[str, str]) -> str:
+    """One line of Python (or a command) that loads an export written by :func:`export_backbone`."""
+    load = "from safetensors.torch import load_file; sd = load_file(%r)" % str(out)
+    if fmt == "timm":
+        kwargs = meta["timm_kwargs"]
+        extra = "" if kwargs == "{}" else ", **" + kwargs.replace("true", "True").replace("false", "False")
+        return (f"import timm; {load}; m = timm.create_model({meta['timm_model']!r}, num_classes=0{extra}); "
+                "m.load_state_dict(sd)")
+    if fmt == "torchvision":
+        return (f"import torchvision; {load}; m = torchvision.models.{meta['torchvision_model']}(weights=None); "
+                "m.load_state_dict(sd, strict=False)  # only fc.* missing")
+    return f"selfsup eval linear --checkpoint {out}"
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def run_folder(checkpoint: Optional[str]) -> Optional[Path]:
+    """The run folder a checkpoint belongs to (the folder itself, or the folder of its last.ckpt/backbone), if any."""
+    if not checkpoint:
+        return None
+    p = Path(checkpoint)
+    p = p if p.is_dir() else p.parent
+    return p if (p / "train_log.csv").is_file() or (p / "last.ckpt").is_file() else None
+
+
+def result_name(protocol: Protocol, cfg: Config, presets: Sequence[str] = ()) -> str:
+    """The file name (without .json) of an evaluation in <run>/evals: protocol, setting, dataset."""
+    parts = [protocol.name, *protocol.name_parts(cfg, presets), cfg.data.dataset]
+    return "_".join(str(p).replace("/", "-").replace(".", "p") for p in parts)
+
+
+def prepare_eval(protocol: Protocol, checkpoint: Optional[str], recipe: Optional[str], overrides: Sequence[str], *,
+                 presets: Sequence[str] = (), out: Optional[str] = None, progress: bool = True,
+                 options: Optional[Dict[str, Any]] = None) -> EvalContext:
+    """The context of ``selfsup eval <protocol>``: --out checked before any work, the config of :func:`config_for`
+    (``train.threads`` applied), the run folder the result is kept in. ``checkpoint`` None: a random-init backbone."""
+    from selfsup.metafiles import check_output_file
+
+    if out:
+        check_output_file(Path(out))
+    cfg = config_for(checkpoint, recipe, overrides, presets=presets)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return EvalContext(cfg=cfg, checkpoint=checkpoint, source="random init" if checkpoint is None else checkpoint,
+                       progress=progress, options=dict(options or {}), presets=list(presets),
+                       out=Path(out) if out else None, run_dir=run_folder(checkpoint),
+                       name=result_name(protocol, cfg, presets))
+
+
+def run_protocol(protocol: Protocol, ctx: EvalContext) -> Dict[str, Any]:
+    """Load the frozen representation when the protocol reads one (:attr:`Protocol.frozen`), then run it."""
+    if protocol.frozen:
+        ctx.backbone = load_backbone(ctx.cfg, ctx.checkpoint)
+    return protocol.run(ctx)
+
+
+def keep_result(protocol: Protocol, ctx: EvalContext, res: Dict[str, Any], command: str) -> dict:
+    """Write the result (with the protocol, source, dataset, command and date) to --out and, for a run's checkpoint,
+    to ``<run>/evals/<name>.json``, where ``selfsup report`` finds every evaluation of the run."""
+    payload = {"protocol": protocol.name, "source": str(ctx.source), "dataset": ctx.cfg.data.dataset,
+               "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), **res}
+    if ctx.out is not None:
+        write_json(ctx.out, payload)
+    if ctx.run_dir is not None:
+        path = ctx.run_dir / "evals" / f"{ctx.name}.json"
+        try:
+            write_json(path, payload)
+        except OSError as exc:
+            logging.getLogger("selfsup").warning("could not keep the result in %s: %s", path, exc)
+    return payload

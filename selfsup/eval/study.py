@@ -47,9 +47,12 @@ import torch
 from tqdm.auto import tqdm
 
 from selfsup.config import Config, find_recipe, list_recipes, load_config, to_dict
-from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.base import collate
+from selfsup.data.datasets import build_dataset
 from selfsup.data.views import MultiViewSampler
-from selfsup.engine.trainer import RESUME_FREE_KEYS, _flatten, generator_for, pretrain
+from selfsup.engine.resume import RESUME_FREE_KEYS, _flatten
+from selfsup.engine.seeds import generator_for
+from selfsup.engine.trainer import pretrain
 from selfsup.errors import ConfigError, DataError
 from selfsup.eval.run import device_for, load_backbone, load_method, write_json
 from selfsup.eval.taps import run_taps

@@ -28,8 +28,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.config import Config, TapsEvalConfig
-from selfsup.data.datasets import collate
+from selfsup.data.base import collate
 from selfsup.data.subsets import class_balanced_subset
+from selfsup.engine.supervised import LoopSettings, TensorBatches, train_supervised
 from selfsup.errors import ConfigError, NonFiniteLossError
 from selfsup.eval.features import extract_features
 from selfsup.eval.linear import feature_stats, fit_logistic_lbfgs
@@ -85,7 +86,8 @@ def fit_probe_sgd(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
                   num_classes: int, hidden: Optional[int], cfg: TapsEvalConfig, seed: int = 0) -> Dict[str, float]:
     """A linear (``hidden`` None) or one-hidden-layer ReLU MLP probe trained with SGD on cached features,
     standardised with the train statistics: momentum 0.9, batch ``cfg.sgd_batch_size``, lr ``cfg.sgd_lr x batch /
-    256`` with x0.1 at ``cfg.sgd_milestones``, ``cfg.sgd_epochs`` epochs, weight decay ``cfg.sgd_weight_decay``.
+    256`` with x0.1 at ``cfg.sgd_milestones``, ``cfg.sgd_epochs`` epochs, weight decay ``cfg.sgd_weight_decay``
+    (:func:`selfsup.engine.supervised.train_supervised` over :class:`~selfsup.engine.supervised.TensorBatches`).
     Returns test ``top1`` and ``train_top1``."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -99,19 +101,13 @@ def fit_probe_sgd(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     bs = min(cfg.sgd_batch_size, len(xtr))
     peak = cfg.sgd_lr * bs / 256.0
     opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=0.9, weight_decay=cfg.sgd_weight_decay)
-    steps_per_epoch = max(1, len(xtr) // bs)
-    for epoch in range(cfg.sgd_epochs):
-        for group in opt.param_groups:
-            group["lr"] = step_decay(peak, epoch, cfg.sgd_milestones, 0.1)
-        order = torch.randperm(len(xtr), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * bs:(i + 1) * bs]
-            loss = F.cross_entropy(model(xtr[idx]), train_y[idx])
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the SGD probe's loss is {loss.item()} at epoch {epoch}; lower eval.taps.sgd_lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+    def nonfinite(value: float, epoch: int) -> Exception:
+        return NonFiniteLossError(f"the SGD probe's loss is {value} at epoch {epoch}; lower eval.taps.sgd_lr")
+
+    settings = LoopSettings(epochs=cfg.sgd_epochs, schedule_unit="epoch", check_finite="step", nonfinite=nonfinite,
+                            lr_schedule=lambda epoch, lr: step_decay(lr, epoch, cfg.sgd_milestones, 0.1))
+    train_supervised(model, opt, TensorBatches(xtr, train_y, bs, gen), settings)
     model.eval()
     with torch.no_grad():
         top1 = (model(xte).argmax(1) == test_y).float().mean().item() * 100.0

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from selfsup.config import Config, FinetuneEvalConfig
-from selfsup.data.datasets import collate
+from selfsup.data.base import collate
 from selfsup.data.views import train_crop_flip_sampler
 from selfsup.eval.finetune import Trunk, finetune
 from selfsup.eval.linear import fit_logistic_lbfgs, stratified_split

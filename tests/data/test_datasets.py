@@ -15,7 +15,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from selfsup.config import DataConfig
-from selfsup.data.datasets import (FASHION_MNIST_DEFAULT_DIR, InMemoryDataset, build_dataset, collate, read_idx)
+from selfsup.data.base import InMemoryDataset, collate
+from selfsup.data.datasets import build_dataset
+from selfsup.data.sources.fashion_mnist import FASHION_MNIST_DEFAULT_DIR, read_idx
 from selfsup.errors import ConfigError, DataError
 
 # torchvision 0.29 deprecates torchvision.io (per call); the folder datasets still decode with it.

@@ -7,7 +7,8 @@ import torch
 
 from selfsup.config import DataConfig
 from selfsup.data import shapes
-from selfsup.data.datasets import build_dataset, collate
+from selfsup.data.base import collate
+from selfsup.data.datasets import build_dataset
 from selfsup.data.shapes import BACKGROUND_FAMILIES, PHOTO_NAMES, SHAPE_NAMES, ShapesDataset, generate_shapes
 from selfsup.errors import ConfigError
 

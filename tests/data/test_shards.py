@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from selfsup.config import DataConfig, load_config
-from selfsup.data.datasets import build_dataset, folder_dataset
+from selfsup.data.datasets import build_dataset
 from selfsup.data.shards import ShardDataset, pack
+from selfsup.data.sources.folder import folder_dataset
 from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.errors import DataError
 from tests.conftest import TINY, run_cli
@@ -104,7 +105,8 @@ def test_data_pack_cli(tmp_path):
 
 @pytest.mark.slow
 def test_shards_train_under_two_process_ddp_with_an_exact_resume(tmp_path, packed):
-    from selfsup.engine.trainer import StepBatchSampler, pretrain
+    from selfsup.engine.batches import StepBatchSampler
+    from selfsup.engine.trainer import pretrain
 
     _, out, written = packed
     # litdata's record order depends on which packing worker wrote which chunk: pick the first seed whose 4 steps draw

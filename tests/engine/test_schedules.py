@@ -7,14 +7,8 @@ import torch
 import torch.nn as nn
 
 from selfsup.engine.optim import LARS, param_groups
-from selfsup.engine.schedules import (
-    cosine_ema_momentum,
-    cosine_schedule,
-    scaled_lr,
-    set_lr,
-    set_weight_decay,
-    warmup_cosine,
-)
+from selfsup.engine.schedules import set_lr, set_weight_decay
+from selfsup.schedules import cosine_ema_momentum, cosine_schedule, scaled_lr, warmup_cosine
 
 
 def test_scaled_lr():
@@ -86,7 +80,7 @@ def test_set_lr_and_weight_decay_respect_no_decay_groups():
 
 def test_warmup_step_decay_is_revisiting_schedule():
     """5 warm-up epochs, then x0.1 at epochs 15 and 25 (10 steps an epoch)."""
-    from selfsup.engine.schedules import warmup_step_decay
+    from selfsup.schedules import warmup_step_decay
 
     lr = [warmup_step_decay(s, 10, 50, 0.4, [15, 25], 0.1) for s in range(350)]
     assert lr[0] == pytest.approx(0.4 / 50) and lr[49] == pytest.approx(0.4)

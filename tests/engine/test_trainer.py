@@ -8,7 +8,8 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.engine.checkpoint import load_checkpoint, save_checkpoint
-from selfsup.engine.trainer import StepBatchSampler, pretrain
+from selfsup.engine.batches import StepBatchSampler
+from selfsup.engine.trainer import pretrain
 from selfsup.errors import CheckpointError, NonFiniteLossError
 from selfsup.methods.relicv2 import RELICv2
 from tests.conftest import TINY
@@ -108,7 +109,7 @@ def test_step_batch_sampler_resumes_and_shards():
 def test_snapshots_after_the_given_minutes(tmp_path, tiny_overrides):
     from safetensors import safe_open
 
-    from selfsup.engine.trainer import snapshot_path
+    from selfsup.engine.snapshots import snapshot_path
 
     pretrain(load_config(None, [*tiny_overrides, "train.snapshot_minutes=[1e-9,1000]"]))
     first = snapshot_path(tmp_path / "run", 1e-9)

@@ -23,7 +23,10 @@ import torch
 from PIL import Image
 
 from selfsup.config import DataConfig
-from selfsup.data.datasets import FolderDataset, build_dataset, collate, decode_image_file
+from selfsup.data.base import collate
+from selfsup.data.datasets import build_dataset
+from selfsup.data.images import decode_image_file
+from selfsup.data.sources.folder import FolderDataset
 from selfsup.errors import DataError
 from tests.conftest import run_cli
 

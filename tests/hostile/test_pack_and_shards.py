@@ -16,8 +16,9 @@ from PIL import Image
 
 from selfsup.config import DataConfig
 from selfsup.data import shards
-from selfsup.data.datasets import build_dataset, folder_dataset
+from selfsup.data.datasets import build_dataset
 from selfsup.data.shards import FORMAT, ShardDataset, pack, parse_chunk_bytes
+from selfsup.data.sources.folder import folder_dataset
 from selfsup.errors import ConfigError, DataError
 from tests.conftest import TINY, run_cli
 from tests.hostile.common import assert_clean, assert_one_line_error, refused_untouched, tree

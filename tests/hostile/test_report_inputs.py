@@ -29,7 +29,7 @@ IMG = "<img src=x onerror=alert(1)>"
 
 def test_log_header_is_the_trainers():
     """The fixtures' header, and the columns the report reads as numbers, are the trainer's own."""
-    from selfsup.engine.trainer import _StepLog
+    from selfsup.engine.steplog import _StepLog
     from selfsup.eval.plots import TRAIN_LOG_COLUMNS
 
     assert list(_StepLog.FIELDS) == LOG_HEADER == list(TRAIN_LOG_COLUMNS)
@@ -319,7 +319,7 @@ def test_markdown_and_html_escape_everything_from_the_run(tmp_path, capsys):
 def test_pretrain_curves_of_a_damaged_log_are_a_warning(tmp_path, caplog, bad):
     """pretrain draws curves.png from its log in a `finally`: a damaged log is a warning there, never a traceback
     (which would also hide the run's own outcome)."""
-    from selfsup.cli.main import _draw_curves
+    from selfsup.eval.pretraining import draw_curves as _draw_curves
 
     (tmp_path / "train_log.csv").write_bytes(bad)
     assert _draw_curves(tmp_path, "run") is None

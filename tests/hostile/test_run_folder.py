@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from selfsup.config import load_config
-from selfsup.engine.trainer import _union, pretrain
+from selfsup.engine.skips import _union
+from selfsup.engine.trainer import pretrain
 from selfsup.errors import CheckpointError
 from selfsup.metafiles import RunLock
 from tests.conftest import TINY, run_cli

@@ -5,10 +5,10 @@ backbone + a linear classifier trained *with labels* (cross-entropy, horizontal 
 batch 128) for ``--steps`` steps, its test top-1 printed every 100 steps. A task on which supervised training stays near
 chance in the demo's budget cannot show self-supervised learning either.
 
-    .venv/bin/python benchmarks/shapes_difficulty.py --classes 5 10 --steps 600 [key=value overrides of selfsup/recipes/demo.yaml]
+    .venv/bin/python benchmarks/diagnostics/shapes_difficulty.py --classes 5 10 --steps 600 [key=value overrides of selfsup/recipes/demo.yaml]
 
 Data and backbone are the demo recipe's (8,000 train / 2,000 test images at 32 px, ``convnet_tiny``). Results go to
-benchmarks/results/shapes_difficulty.json; the printed Markdown table is what benchmarks/RESULTS.md records.
+benchmarks/results/shapes_difficulty.json; the printed Markdown table is what benchmarks/LOGBOOK.md records.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 from selfsup.config import load_config  # noqa: E402
-from selfsup.engine.trainer import generator_for  # noqa: E402
+from selfsup.engine.seeds import generator_for  # noqa: E402
 from selfsup.eval.linear import fit_logistic_lbfgs  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
 
     payload = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {torch.get_num_threads()} "
                f"threads", "torch": torch.__version__, "backbone": cfg.model.backbone,
-               "command": "python benchmarks/shapes_difficulty.py " + " ".join(sys.argv[1:]), "rows": rows}
+               "command": "python benchmarks/diagnostics/shapes_difficulty.py " + " ".join(sys.argv[1:]), "rows": rows}
     (args.out / "shapes_difficulty.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\n{payload['command']}   ({payload['date']}, {payload['machine']}, {cfg.model.backbone})\n")
     marks = [s for s, _ in rows[args.classes[0]]["supervised_curve"]]

@@ -1,9 +1,9 @@
 """Does a DINO run collapse? Trains a recipe for a few steps and prints, every 10 steps, statistics of the teacher on
 the first large view: the spread of the backbone features across the batch, the mean pairwise cosine of the bottleneck
 embeddings (1.0 = every image maps to one direction) and the spread of the logits across the batch and across the
-prototypes. Used for RESULTS 13.
+prototypes. Used for LOGBOOK 13 (`benchmarks/LOGBOOK.md`).
 
-    .venv/bin/python benchmarks/dino_collapse.py dino_shapes --steps 80 [key=value ...]
+    .venv/bin/python benchmarks/diagnostics/dino_collapse.py dino_shapes --steps 80 [key=value ...]
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 import selfsup.methods.dino as dino  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402

@@ -2,9 +2,9 @@
 (centre view, no augmentation), the spread of the backbone features, the mean pairwise cosine of the embeddings z
 (1.0 = every image maps to one direction), the spread of the prototype scores per image, the smallest singular values
 of the prototype matrix, and the student's entropy (ln K = uniform predictions). Train-mode (batch-statistics) and
-eval-mode BatchNorm are both shown. Used for RESULTS 15.
+eval-mode BatchNorm are both shown. Used for LOGBOOK 15 (`benchmarks/LOGBOOK.md`).
 
-    .venv/bin/python benchmarks/swav_collapse_probe.py RUN_DIR
+    .venv/bin/python benchmarks/diagnostics/swav_collapse_probe.py RUN_DIR
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.datasets import build_dataset  # noqa: E402

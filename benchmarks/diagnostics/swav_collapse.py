@@ -2,9 +2,10 @@
 the loss, the mean pairwise cosine of the first large view's embeddings (1.0 = every image maps to one direction), the
 spread of its prototype scores per image, the mean entropy of its Sinkhorn codes and of the second large view's
 predictions (ln K = uniform), and how often the two large views' codes pick the same prototype. The statistics are
-taken from the step's own forward (its embeddings, before the optimiser step). Used for RESULTS 16; `dino_collapse.py` is its DINO twin.
+taken from the step's own forward (its embeddings, before the optimiser step). Used for LOGBOOK 16
+(`benchmarks/LOGBOOK.md`); `dino_collapse.py` is its DINO twin.
 
-    .venv/bin/python benchmarks/swav_collapse.py swav_fmnist --steps 150 [key=value ...]
+    .venv/bin/python benchmarks/diagnostics/swav_collapse.py swav_fmnist --steps 150 [key=value ...]
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 import selfsup.methods.swav as swav  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
