@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 export HF_HUB_OFFLINE = 1
 export PYTHONHASHSEED = 0
 
-.PHONY: demo test install fmnist bench clean
+.PHONY: demo test test-fast lint install fmnist bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: install          ## pretrain RELICv2 on the built-in data, probe it agains
 
 test: install          ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: install     ## the unit tests, for the edit-test loop (no end-to-end CLI runs, nothing marked slow)
+	SELFSUP_FAST=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+lint: install          ## ruff (style, import order, private imports) and mypy on the package
+	$(BIN)/ruff check selfsup tests benchmarks examples
+	$(BIN)/mypy selfsup
 
 fmnist:                ## Debian's Fashion-MNIST package (needs root)
 	@test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist)

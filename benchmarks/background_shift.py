@@ -31,12 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import machine, probes  # noqa: E402
+
 from selfsup.config import load_config  # noqa: E402
-from selfsup.engine.saliency import fit_saliency, predict_cache  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
-
-from common import machine, probes  # noqa: E402
+from selfsup.saliency.fit import fit_saliency  # noqa: E402
+from selfsup.saliency.predict import predict_cache  # noqa: E402
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import selfsup.methods  # noqa: E402,F401  (registers the methods: load_config knows their arguments)
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.base import pad_stack  # noqa: E402
 from selfsup.data.images import decode_image_bytes, fit_image  # noqa: E402

@@ -39,7 +39,7 @@ from selfsup.data.views import MultiViewSampler, Views  # noqa: E402
 from selfsup.engine.ema import ema_update  # noqa: E402
 from selfsup.engine.optim import build_optimizer  # noqa: E402
 from selfsup.losses.relic import sample_candidates  # noqa: E402
-from selfsup.methods import StepContext, build_method  # noqa: E402
+from selfsup.methods.base import StepContext, build_method  # noqa: E402
 from selfsup.schedules import scaled_lr  # noqa: E402
 
 

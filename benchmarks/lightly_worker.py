@@ -39,9 +39,10 @@ from lightly.utils.lars import LARS  # noqa: E402
 from lightly.utils.scheduler import cosine_schedule  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+import selfsup.methods  # noqa: E402,F401  (registers the methods: load_config knows their arguments)
 from selfsup.config import load_config, to_yaml  # noqa: E402
 from selfsup.data.datasets import build_dataset  # noqa: E402
-from selfsup.models.backbones import create_backbone  # noqa: E402
+from selfsup.models.registry import create_backbone  # noqa: E402
 
 
 class PILDataset(torch.utils.data.Dataset):

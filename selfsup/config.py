@@ -5,8 +5,9 @@ key can then be overridden on the command line with a dotted path (``optim.base_
 Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate`` methods. Every failure becomes
 one :class:`~selfsup.errors.ConfigError` line that names the option.
 
-The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (every method's
-arguments, in :mod:`selfsup.method_args`), and the other ``method.*`` keys are checked against it.
+The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (the registry of
+:mod:`selfsup.method_args`, filled by each method's file when :mod:`selfsup.methods` is imported), and the other
+``method.*`` keys are checked against it.
 
 Names follow the papers: views are *large*/*small* (RELICv2; SSLight calls them global/local), ``temperature`` is tau,
 ``beta`` the invariance scale, ``num_negatives`` n_e, ``views.mask_p`` p_m, ``method.alpha`` SSLight's alpha.
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from selfsup.errors import ConfigError
-from selfsup.method_args import METHOD_ARGS, register_method_args  # noqa: F401  (every method's schema, re-exported)
+from selfsup.method_args import METHOD_ARGS
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -592,7 +593,7 @@ HANDCRAFTED_SALIENCY = ("rbd", "mr", "dsr", "mc")
 
 @dataclass
 class SaliencyConfig:
-    """RELICv2's unsupervised saliency pipeline (:mod:`selfsup.engine.saliency`, Appendix B.2.1 and DeepUSPS):
+    """RELICv2's unsupervised saliency pipeline (:mod:`selfsup.saliency.fit`, Appendix B.2.1 and DeepUSPS):
     handcrafted maps -> per-method self-supervised refinement (stage 1) -> one fused network (stage 2) -> mask cache.
 
     The defaults are the papers' (RELICv2 B.2.1 for rounds, epochs, learning rates and batch; DeepUSPS for thresholds,
@@ -818,7 +819,8 @@ def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), bas
     method_name = OmegaConf.select(raw, "method.name", default="relicv2")
     if method_name not in METHOD_ARGS:
         hint = _did_you_mean(str(method_name), list(METHOD_ARGS))
-        raise ConfigError(f"unknown method.name '{method_name}'{hint}; available: {', '.join(sorted(METHOD_ARGS))}")
+        available = ", ".join(sorted(METHOD_ARGS)) or "none (no method is registered: import selfsup.methods first)"
+        raise ConfigError(f"unknown method.name '{method_name}'{hint}; available: {available}")
 
     schema = _schema(method_name)
     try:

@@ -7,6 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import selfsup.methods  # noqa: E402,F401  (registers the methods)
+
 torch.set_num_threads(2)
 
 # Small enough for a CPU test, big enough to exercise every part: 2 large + 1 small views, masks, negatives, EMA.
@@ -41,7 +43,10 @@ def tiny_overrides(tmp_path):
 
 
 def run_cli(*args, cwd=None, timeout=300):
-    """``selfsup ARGS`` in a fresh process (offline, unbuffered, this checkout first on the path)."""
+    """``selfsup ARGS`` in a fresh process (offline, unbuffered, this checkout first on the path). Skipped under
+    ``make test-fast`` (``SELFSUP_FAST=1``): each run pays the package's import time; ``make test`` runs them all."""
+    if os.environ.get("SELFSUP_FAST"):
+        pytest.skip("end-to-end CLI run in a fresh process (make test runs it)")
     import subprocess
     import sys
     from pathlib import Path

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import selfsup
 
-LAYERS = ["errors", "fileio", "metafiles", "config", "schedules", "metrics", "data", "models", "losses", "methods", "engine", "eval", "cli"]
+LAYERS = ["errors", "fileio", "metafiles", "config", "schedules", "metrics", "data", "models", "losses", "methods",
+          "engine", "saliency", "eval", "experiments", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 ROOT = Path(selfsup.__file__).parent
 
@@ -42,3 +43,25 @@ def test_losses_depend_on_torch_only():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("selfsup"):
                 assert node.module.startswith("selfsup.losses"), f"{path.name} imports {node.module}"
+
+
+def test_feature_packages_are_imported_from_above_only():
+    """``saliency`` (above engine) and ``experiments`` (above eval) are never imported by a lower layer, not even
+    inside a function: pretraining reads the saliency masks through ``selfsup.data.masks`` only."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        own = _layer(".".join(rel.parts))
+        if own not in RANK:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                dep = _layer(name)
+                if dep in ("saliency", "experiments") and RANK[dep] > RANK[own]:
+                    bad.append(f"{rel}: imports {name}")
+    assert not bad, "\n".join(bad)

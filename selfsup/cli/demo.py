@@ -1,5 +1,5 @@
 """``selfsup demo``: pretrain RELICv2 on the built-in data, probe it against random init, report
-(:func:`selfsup.eval.demo.run_demo`)."""
+(:func:`selfsup.experiments.demo.run_demo`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfsup.eval.demo import run_demo
+    from selfsup.experiments.demo import run_demo
 
     run_demo(Path(args.out), recipe=args.recipe, overrides=args.overrides, minutes=args.minutes,
              progress=not args.quiet, argv=args.argv)

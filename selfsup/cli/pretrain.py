@@ -1,4 +1,5 @@
-"""``selfsup pretrain``: pretrain a method on a dataset (:func:`selfsup.eval.pretraining.pretrain_with_curves`)."""
+"""``selfsup pretrain``: pretrain a method on a dataset
+(:func:`selfsup.experiments.pretraining.pretrain_with_curves`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from selfsup.config import load_config
-    from selfsup.eval.pretraining import pretrain_with_curves
+    from selfsup.experiments.pretraining import pretrain_with_curves
 
     overrides: List[str] = list(args.overrides)
     if args.quiet:

@@ -1,5 +1,5 @@
 """``selfsup report RUN`` and ``selfsup compare RUN...``: HTML and Markdown pages of runs
-(:mod:`selfsup.eval.report`)."""
+(:mod:`selfsup.eval.report`, :mod:`selfsup.eval.report_compare`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfsup.eval.report import write_compare, write_report
+    from selfsup.eval.report import write_report
+    from selfsup.eval.report_compare import write_compare
 
     if args.command == "report":
         html_path, md_path = write_report(Path(args.run), Path(args.out) if args.out else None)

@@ -1,12 +1,12 @@
 """``selfsup saliency fit | predict | show | score``: RELICv2's unsupervised saliency masks from the command line
-(:mod:`selfsup.engine.saliency` fits and predicts; :mod:`selfsup.eval.saliency` shows and scores)."""
+(:mod:`selfsup.saliency`: :mod:`~selfsup.saliency.fit` fits, :mod:`~selfsup.saliency.predict` predicts,
+:mod:`~selfsup.saliency.sources` shows and scores)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Dict
 
 from selfsup.cli.common import add_command, add_common, help_if_no_action, with_actions
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, cfg) -> int:
-    from selfsup.engine.saliency import fit_saliency
+    from selfsup.saliency.fit import fit_saliency
 
     summary = fit_saliency(cfg, progress=not args.quiet)
     print(f"saliency fit: {summary['fit_images']} images, {summary['seconds']:.0f} s; network: "
@@ -70,12 +70,12 @@ def _fit(args: argparse.Namespace, cfg) -> int:
 
 
 def _predict(args: argparse.Namespace, cfg) -> int:
-    from selfsup.data.masks import MaskCache
-    from selfsup.engine.saliency import predict_cache
+    from selfsup.saliency.cache import check_writable
+    from selfsup.saliency.predict import predict_cache
 
     net_dir = Path(args.net) if Path(args.net).is_dir() else Path(args.net).parent
     out = Path(args.out) if args.out else net_dir / "masks"
-    MaskCache.check_writable(out, args.split, "--out")  # before any work (predict_cache checks it again)
+    check_writable(out, args.split, "--out")  # before any work (predict_cache checks it again)
     res = predict_cache(cfg, args.net, out, args.split, progress=not args.quiet)
     print(f"saliency predict: {res['images']} masks at {res['images_per_s']:.0f} images/s, "
           f"{100 * res['usable_fraction']:.1f}% with >= {100 * cfg.views.mask_min_fraction:.0f}% foreground"
@@ -84,68 +84,43 @@ def _predict(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _maps(args: argparse.Namespace, cfg, dataset, indices, images) -> Dict[str, object]:
-    """Every requested source's maps ``(N, S, S)`` in [0, 1] for ``images`` (uint8 ``(N, 3, S, S)``)."""
-    from selfsup.eval.saliency import cache_maps, handcrafted_maps, method_list, network_maps
-
-    out: Dict[str, object] = {}
-    for m in method_list(args.methods):
-        out[m], ips = handcrafted_maps(images, m, cfg.saliency.workers)
-        print(f"{m}: {len(images)} maps at {ips:.1f} images/s")
-    if args.net:
-        out["network"] = network_maps(args.net, cfg, images, progress=not args.quiet)
-    if args.cache:
-        out["cache"] = cache_maps(args.cache, args.split, cfg, dataset, indices, images.shape[-1])
-    return out
-
-
 def _show_or_score(args: argparse.Namespace, cfg) -> int:
-    import numpy as np
-
-    from selfsup.data.datasets import build_dataset
-    from selfsup.engine.saliency import dataset_images
     from selfsup.errors import ConfigError
-    from selfsup.eval.plots import plot_saliency_grid
-    from selfsup.eval.saliency import ground_truth_maps, photo_images, score_maps
+    from selfsup.saliency.sources import Sources
 
-    show = args.saliency_command == "show"
-    if not (args.methods or args.net or args.cache):
+    sources = Sources(args.methods, args.net, args.cache, args.split)
+    if sources.empty():
         raise ConfigError(f"saliency {args.saliency_command}: nothing to {args.saliency_command}; {SOURCES_HELP}")
     if args.out:  # before any work: a PNG / JSON file path whose folder can be written
         from selfsup.metafiles import check_output_file
 
         args.out = str(check_output_file(Path(args.out), "--out"))
-    if show and args.photos:
-        images = photo_images(args.images, args.size)
-        maps = _maps(args, cfg, None, np.arange(len(images)), images)
-        png = plot_saliency_grid(images, maps, Path(args.out), title="saliency on the scikit-image photos",
-                                 threshold=cfg.saliency.threshold)
-        print(f"saliency show: {png}")
-        return 0
-    dataset = build_dataset(cfg.data, args.split)
-    count = args.images if show else args.limit
-    if count < 1:
-        raise ConfigError(f"--{'images' if show else 'limit'} must be >= 1, got {count}")
-    indices = np.arange(min(count, len(dataset)))
-    images = dataset_images(dataset, indices, dataset.image_size)
-    maps = _maps(args, cfg, dataset, indices, images)
-    if show:
-        if getattr(dataset, "has_masks", False):
-            maps = {"ground truth": ground_truth_maps(dataset, indices), **maps}
-        png = plot_saliency_grid(images, maps, Path(args.out), title=f"saliency on {cfg.data.dataset} ({args.split})",
-                                 threshold=cfg.saliency.threshold)
-        print(f"saliency show: {png}")
-        return 0
-    if not getattr(dataset, "has_masks", False):
-        raise ConfigError(f"saliency score needs ground-truth masks; data.dataset={cfg.data.dataset} has none")
-    scores = score_maps(maps, dataset, indices)
-    print(f"saliency scores on {len(indices)} {args.split} images of {cfg.data.dataset} (beta^2 = 0.3):")
+    if args.saliency_command == "show":
+        return _show(args, cfg, sources)
+    return _score(args, cfg, sources)
+
+
+def _show(args: argparse.Namespace, cfg, sources) -> int:
+    from selfsup.eval.plots import plot_saliency_grid
+    from selfsup.saliency.sources import show_maps
+
+    images, maps, title = show_maps(sources, cfg, args.images, photos=args.photos, size=args.size,
+                                    progress=not args.quiet)
+    png = plot_saliency_grid(images, maps, Path(args.out), title=title, threshold=cfg.saliency.threshold)
+    print(f"saliency show: {png}")
+    return 0
+
+
+def _score(args: argparse.Namespace, cfg, sources) -> int:
+    from selfsup.saliency.sources import score_sources
+
+    result = score_sources(sources, cfg, args.limit, progress=not args.quiet)
+    print(f"saliency scores on {result['images']} {args.split} images of {cfg.data.dataset} (beta^2 = 0.3):")
     print(f"{'source':10s} {'F-beta':>7s} {'maxF':>7s} {'MAE':>7s} {'IoU':>7s}")
-    for name, s in scores.items():
+    for name, s in result["scores"].items():
         print(f"{name:10s} {s['f_beta']:7.3f} {s['max_f_beta']:7.3f} {s['mae']:7.3f} {s['iou']:7.3f}")
     if args.out:
         from selfsup.fileio import atomic_write_bytes
 
-        atomic_write_bytes(Path(args.out), (json.dumps({"images": int(len(indices)), "split": args.split,
-                                                         "scores": scores}, indent=2) + "\n").encode())
+        atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     return 0

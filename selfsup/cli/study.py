@@ -1,5 +1,5 @@
 """``selfsup study``: the Revisiting study, pretext tasks x architectures x widths
-(:func:`selfsup.eval.study.run_study`)."""
+(:func:`selfsup.experiments.study.run_study`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _names(text: str, option: str) -> List[str]:
 
 def run(args: argparse.Namespace) -> int:
     from selfsup.errors import ConfigError
-    from selfsup.eval.study import run_study
+    from selfsup.experiments.study import run_study
 
     try:
         widths = [float(k) for k in _names(args.widths, "--widths")]

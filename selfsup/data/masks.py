@@ -11,8 +11,8 @@
   ``center_rect`` (the same rectangle, centred).
 
 **Corruptions** (``views.mask_edit``; Table 17 and the bounding-box ablation) of dataset or cache masks: ``add_center``
-and ``remove_center`` add or cut a centred square whose area is ``views.mask_edit_fraction`` (m_p) of the mask's own area;
-``bbox`` replaces the mask by its bounding box (pixels >= 0.5).
+and ``remove_center`` add or cut a centred square whose area is ``views.mask_edit_fraction`` (m_p) of the mask's own
+area; ``bbox`` replaces the mask by its bounding box (pixels >= 0.5).
 
 **Cache.** ``<dir>/<split>.json`` (the file a reader looks up first) holds the dataset's fingerprint
 (:func:`dataset_fingerprint`: dataset kind, split, size, image side, a hash of its labels and of 16 evenly spaced
@@ -23,12 +23,7 @@ differs is an error, never silently wrong masks; a fingerprint of the wrong shap
 one line naming the file and the field. Masks are stored at ``s`` (at most the image side) and resized bilinearly to the
 image side on the device.
 
-*Replacing a cache* (``saliency predict`` again into the same folder): the new array is written under a new name beside
-the old cache, which stays valid and readable the whole time; once it is complete, one atomic ``os.replace`` of the JSON
-switches readers from the old array to the new one, and only then is the old array (the one the old JSON named, a
-file this module wrote) removed. A kill at any moment leaves the old cache or the new one, never a fingerprint of one
-with the array of the other. Nothing else in the folder is touched, and a ``<split>.json`` that is not a mask cache's
-is never overwritten.
+This module reads a cache; :mod:`selfsup.saliency.cache` writes one (and replaces an old one kill-safely).
 
 **Whole-image crops** (folder data with ``data.crop_from=whole``: differently shaped images in a padded canvas). A
 cache's mask was computed on the image's centre square (``saliency predict`` reads centre squares, as evaluation does),
@@ -41,11 +36,9 @@ centring. :func:`place_masks` does either for the whole batch in one ``grid_samp
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -55,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.errors import ConfigError, DataError
-from selfsup.fileio import atomic_write_bytes
 
-__all__ = ["random_masks", "edit_masks", "resize_masks", "place_masks", "dataset_fingerprint", "MaskCache", "MaskProvider"]
+__all__ = ["random_masks", "edit_masks", "resize_masks", "place_masks", "dataset_fingerprint", "MaskCache",
+           "MaskProvider", "FORMAT"]
 
 _FINGERPRINT_IMAGES = 16
 
@@ -182,7 +175,7 @@ _ARRAY_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_-]+)(\.[0-9a-f]{8,64})?\.npy$")
 
 
 def _array_name_ok(name: str, split: str) -> bool:
-    """Whether ``name`` is a plain file name of an array this module writes for ``split`` (no folder part)."""
+    """Whether ``name`` is a plain file name of an array a cache writer makes for ``split`` (no folder part)."""
     m = _ARRAY_NAME.match(name)
     return bool(m) and m.group("split") == split
 
@@ -224,61 +217,6 @@ class MaskCache:
         return record, meta.parent / name
 
     @classmethod
-    def check_writable(cls, directory: os.PathLike, split: str, option: str = "--out") -> Path:
-        """Before any work: ``directory`` must be a folder selfsup can write (created if missing), and an existing
-        ``<split>.json`` in it must be a mask cache's (its fingerprint read back); anything else is one line naming
-        ``option`` and the file. Returns the folder."""
-        from selfsup.metafiles import make_output_dir
-
-        d = make_output_dir(directory, option)
-        _, meta = cls.paths(d, split)
-        if meta.is_symlink() or meta.exists():
-            try:
-                if meta.is_symlink():
-                    raise DataError(f"{meta} is a symbolic link")
-                cls.read_record(meta, split)
-            except DataError as exc:
-                raise ConfigError(f"{option} {d}: {meta.name} there is not a mask cache selfsup wrote ({exc}); "
-                                  "refusing to replace it: choose another folder") from None
-        return d
-
-    @classmethod
-    def create(cls, directory: os.PathLike, split: str, fingerprint: Dict[str, Any],
-               mask_size: int) -> Tuple[np.ndarray, "_PendingCache"]:
-        """A writable memory-mapped ``(N, mask_size, mask_size)`` uint8 array in a new file beside the current cache
-        (which stays valid), and ``finish()``, which flushes it and switches the cache to it in one atomic replace of
-        the JSON (see the module docstring); ``finish.abort()`` removes the new file instead. A killed write leaves the
-        old cache, never one that could be mistaken for a finished new one."""
-        d = cls.check_writable(directory, split, "mask cache folder")
-        _, meta = cls.paths(d, split)
-        while True:
-            token = secrets.token_hex(8)
-            npy = d / f"{split}.{token}.npy"
-            partial = d / f".{split}.{token}.npy.partial"
-            if not npy.exists() and not partial.exists():
-                break
-        arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                        shape=(int(fingerprint["size"]), mask_size, mask_size))
-        return arr, _PendingCache(cls, arr, partial, npy, meta, split, dict(fingerprint, format=FORMAT,
-                                                                            mask_size=int(mask_size), array=npy.name))
-
-    @classmethod
-    def write(cls, directory: os.PathLike, split: str, masks: np.ndarray, fingerprint: Dict[str, Any]) -> "MaskCache":
-        """Write ``masks`` (uint8 ``(N, s, s)``) and the fingerprint (see :meth:`create`)."""
-        masks = np.asarray(masks)
-        if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
-            raise ValueError(f"cache masks must be uint8 (N, s, s), got {masks.dtype} {masks.shape}")
-        if masks.shape[0] != fingerprint["size"]:
-            raise ValueError(f"{masks.shape[0]} masks for a dataset of {fingerprint['size']} images")
-        arr, finish = cls.create(directory, split, fingerprint, masks.shape[1])
-        try:
-            arr[:] = masks
-        except BaseException:
-            finish.abort()
-            raise
-        return finish()
-
-    @classmethod
     def open(cls, directory: os.PathLike, split: str, expect: Optional[Dict[str, Any]] = None) -> "MaskCache":
         """Open ``<directory>/<split>``; with ``expect`` (a :func:`dataset_fingerprint`) a mismatch is a DataError."""
         _, meta = cls.paths(directory, split)
@@ -306,9 +244,10 @@ class MaskCache:
         if expect is not None:
             diff = [k for k in ("dataset", "split", "size", "image_size", "sha256") if record.get(k) != expect.get(k)]
             if diff:
-                detail = ", ".join(f"{k}: cache {record.get(k)!r} vs data {expect.get(k)!r}" for k in diff if k != "sha256")
-                raise DataError(f"stale mask cache {npy}: it was made for other images ({detail or 'image content differs'}); "
-                                "rerun `selfsup saliency predict` on this data")
+                detail = ", ".join(f"{k}: cache {record.get(k)!r} vs data {expect.get(k)!r}"
+                                   for k in diff if k != "sha256")
+                raise DataError(f"stale mask cache {npy}: it was made for other images "
+                                f"({detail or 'image content differs'}); rerun `selfsup saliency predict` on this data")
         return cls(masks, record, npy)
 
     def __len__(self) -> int:
@@ -319,51 +258,6 @@ class MaskCache:
         idx = index.cpu().numpy()
         m = torch.from_numpy(np.ascontiguousarray(self.masks[idx])).unsqueeze(1).to(device, non_blocking=True)
         return resize_masks(m, size)
-
-
-class _PendingCache:
-    """``finish()`` of :meth:`MaskCache.create` (callable), with ``abort()``."""
-
-    def __init__(self, cls, arr: np.ndarray, partial: Path, npy: Path, meta: Path, split: str,
-                 record: Dict[str, Any]):
-        self.cls, self.arr, self.partial, self.npy, self.meta = cls, arr, partial, npy, meta
-        self.split, self.record = split, record
-
-    def _old_array(self) -> Optional[Path]:
-        """The array the current JSON names, if the JSON is a mask cache's (else None: nothing is removed)."""
-        if not self.meta.is_file() or self.meta.is_symlink():
-            return None
-        try:
-            _, old = self.cls.read_record(self.meta, self.split)
-        except DataError:
-            return None
-        return old
-
-    def abort(self) -> None:
-        """Drop the new file; the current cache is untouched."""
-        for p in (self.partial, self.npy):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-
-    def __call__(self) -> "MaskCache":
-        try:
-            self.arr.flush()
-            with open(self.partial, "rb+") as fh:
-                os.fsync(fh.fileno())
-            old = self._old_array()
-            os.replace(self.partial, self.npy)  # complete, under its own new name; nothing refers to it yet
-            atomic_write_bytes(self.meta, (json.dumps(self.record, indent=2) + "\n").encode())  # the switch
-        except BaseException:
-            self.abort()
-            raise
-        if old is not None and old != self.npy and old.is_file() and not old.is_symlink():
-            try:
-                old.unlink()  # the previous cache's array: written here, named by its own JSON, now unreferenced
-            except OSError:
-                pass
-        return self.cls(np.load(self.npy, mmap_mode="r"), self.record, self.npy)
 
 
 class MaskProvider:

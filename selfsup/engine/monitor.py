@@ -44,7 +44,7 @@ from selfsup.data.base import ImageDataset, collate
 from selfsup.data.datasets import build_dataset
 from selfsup.data.views import center_crop_resize, normalize
 from selfsup.errors import ConfigError, DataError
-from selfsup.methods import Method
+from selfsup.methods.base import Method
 from selfsup.methods.distributed import gather_no_grad
 from selfsup.metrics import knn_scores, topk_accuracy
 

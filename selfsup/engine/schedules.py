@@ -16,7 +16,7 @@ import torch
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
-from selfsup.methods import EMASpec
+from selfsup.methods.base import EMASpec
 from selfsup.schedules import cosine_ema_momentum, cosine_schedule, scaled_lr, warmup_cosine, warmup_step_decay
 
 __all__ = ["RunSchedule", "set_lr", "set_weight_decay"]

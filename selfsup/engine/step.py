@@ -22,7 +22,7 @@ from selfsup.engine.ema import ema_update
 from selfsup.engine.optim import clip_per_parameter
 from selfsup.engine.schedules import RunSchedule, set_lr, set_weight_decay
 from selfsup.engine.seeds import derive_seed, generator_for
-from selfsup.methods import Method, StepContext, StepOutput
+from selfsup.methods.base import Method, StepContext, StepOutput
 
 __all__ = ["Forward", "TrainStep"]
 

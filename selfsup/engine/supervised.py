@@ -6,7 +6,7 @@ Its callers, and what each one sets:
   so no gradient reaches it, and is held in eval mode through ``frozen``); SGD or LARS, cosine per step.
 * :func:`selfsup.eval.finetune.finetune`: the encoder and a new classifier, two SGD groups, step or cosine per step.
 * :func:`selfsup.eval.taps.fit_probe_sgd`: cached features (:class:`TensorBatches`), step decay per epoch.
-* :func:`selfsup.engine.saliency.train_saliency_net`: Adam, poly decay per epoch, its own loss (F-beta over the label
+* :func:`selfsup.saliency.train.train_saliency_net`: Adam, poly decay per epoch, its own loss (F-beta over the label
   sets); a step hook collects the predictions, an epoch hook folds them into the moving average.
 * ``benchmarks/common.py``'s supervised baseline: a wall-clock budget, ended by a step hook.
 

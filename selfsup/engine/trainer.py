@@ -53,7 +53,7 @@ from selfsup.engine.steplog import StepLogger
 from selfsup.engine.stopping import StopRules
 from selfsup.fileio import atomic_write_bytes
 from selfsup.metafiles import make_output_dir
-from selfsup.methods import Method, build_method
+from selfsup.methods.base import Method, build_method
 
 __all__ = ["RunResult", "pretrain", "train_loop"]
 

@@ -30,7 +30,8 @@ from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
 from selfsup.eval.protocols import EvalContext, Protocol
 from selfsup.methods.base import backbone_input_size, representation_of
-from selfsup.models.backbones import LastBlocksTokens, ViTBackbone, create_backbone
+from selfsup.models.registry import create_backbone
+from selfsup.models.vit import LastBlocksTokens, ViTBackbone
 
 log = logging.getLogger("selfsup.eval")
 
@@ -223,7 +224,7 @@ def load_method(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
     """The whole pretraining method of ``cfg`` (backbone and heads) with the weights of a training checkpoint (a run
     folder or its ``last.ckpt``); random init when ``checkpoint`` is None."""
     from selfsup.engine.checkpoint import load_checkpoint
-    from selfsup.methods import build_method
+    from selfsup.methods.base import build_method
 
     torch.manual_seed(cfg.seed)
     method = build_method(cfg)

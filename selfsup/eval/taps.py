@@ -1,7 +1,7 @@
 """Evaluation at every depth (Revisiting SSL Sec. 4.5 and 4.6, Fig. 5 and 7): probes on each named tap of a frozen
 backbone, with fewer labels on request.
 
-* **Taps** are the backbone's :meth:`~selfsup.models.backbones.Backbone.forward_taps` (ResNets/RevNet: after_root,
+* **Taps** are the backbone's :meth:`~selfsup.models.base.Backbone.forward_taps` (ResNets/RevNet: after_root,
   block1..block4, pre_logits; VGG: block1..block5, fc6, pre_logits; Jigsaw/RPL: each averaged over 9 patches). One
   forward pass over the data extracts all of them (:class:`TapFeatures`).
 * **Pooling**: a tap with more than ``eval.taps.max_dims`` values is max-pooled with kernel = stride =

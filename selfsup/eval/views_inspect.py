@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+import selfsup.methods  # noqa: F401  (registers the methods: load_config knows their arguments)
 from selfsup.config import Config, load_config
 from selfsup.data.view_stats import view_statistics
 from selfsup.metafiles import check_output_file

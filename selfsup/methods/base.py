@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
-from selfsup.method_args import check_alpha  # noqa: F401  (re-exported)
+from selfsup.method_args import register_method_args
 
 
 @dataclass
@@ -146,11 +146,17 @@ def detached_features(features: Sequence[Tensor]) -> Optional[Tensor]:
     return torch.cat([f.detach() for f in features], dim=0) if features else None
 
 
+#: method name -> its :class:`Method` class (its arguments dataclass is in :data:`selfsup.method_args.METHOD_ARGS`)
 METHODS: Dict[str, type] = {}
 
 
-def register_method(name: str):
+def register_method(name: str, *, args: type):
+    """Class decorator: make a method selectable with ``method.name=<name>``, with ``args`` (its arguments dataclass,
+    defined in the method's file) as the schema of its ``method.*`` keys
+    (:func:`~selfsup.method_args.register_method_args`). One name, one decorator, both registries."""
+
     def wrap(cls: type) -> type:
+        register_method_args(name, args)
         METHODS[name] = cls
         return cls
 
@@ -158,8 +164,7 @@ def register_method(name: str):
 
 
 def _method_class(cfg: Config) -> type:
-    import selfsup.methods  # noqa: F401  (registers every method)
-
+    # every method is registered: importing this module ran ``selfsup/methods/__init__.py``, which imports them all
     return METHODS.get(getattr(cfg.method, "name", None) or "", Method)
 
 

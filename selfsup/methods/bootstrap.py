@@ -13,19 +13,42 @@ DDP's average of per-rank losses). A method subclass adds only its loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from selfsup.config import Config
-from selfsup.method_args import BootstrapArgs  # noqa: F401  (the config schema of this method)
+from selfsup.errors import ConfigError
+from selfsup.method_args import at_least, check_alpha
 from selfsup.methods.base import EMASpec, Method, detached_features, forward_by_resolution, frozen_copy
 from selfsup.methods.distributed import gather_no_grad, gather_with_grad
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
+from selfsup.models.registry import create_backbone
 
 __all__ = ["BootstrapArgs", "BootstrapMethod"]
+
+
+@dataclass
+class BootstrapArgs:
+    """Arguments of the online/target pair (defaults from BYOL section 3.3 and RELICv2 Tables 18-19)."""
+
+    name: str = ""
+    alpha: Optional[float] = None  # SSLight re-balancing of large-large vs small-large pairs; None = plain mean
+    ema_base: float = 0.996  # target momentum at step 0, cosine to 1
+    projector_hidden: int = 4096
+    projector_dim: int = 256
+    predictor_hidden: int = 4096
+    head_norm: str = "batch"  # batch | none
+
+    def validate(self) -> None:
+        check_alpha(self.alpha)
+        if not 0.0 <= self.ema_base <= 1.0:
+            raise ConfigError(f"method.ema_base must be in [0, 1], got {self.ema_base}")
+        if self.head_norm not in ("batch", "none"):
+            raise ConfigError(f"method.head_norm must be batch or none, got '{self.head_norm}'")
+        at_least(self, ("projector_hidden", "projector_dim", "predictor_hidden"))
 
 
 class BootstrapMethod(Method):

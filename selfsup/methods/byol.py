@@ -14,15 +14,23 @@ per-rank loss averaged by DDP.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import byol_multiview_loss
-from selfsup.method_args import BYOLArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import StepContext, StepOutput, register_method
-from selfsup.methods.bootstrap import BootstrapMethod
+from selfsup.methods.bootstrap import BootstrapArgs, BootstrapMethod
 
 
-@register_method("byol")
+@dataclass
+class BYOLArgs(BootstrapArgs):
+    """BYOL's hyper-parameters (defaults from the paper, section 3.3): those of the online/target pair."""
+
+    name: str = "byol"
+
+
+@register_method("byol", args=BYOLArgs)
 class BYOL(BootstrapMethod):
     def __init__(self, cfg: Config) -> None:
         if cfg.views.large.count < 2 and cfg.views.small.count == 0:

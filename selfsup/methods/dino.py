@@ -30,21 +30,24 @@ Choices where the reference leaves room:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from selfsup.config import Config
-from selfsup.method_args import TEACHER_TEMPERATURE_SCHEDULES, DINOArgs  # noqa: F401  (this method's schema)
-from selfsup.schedules import cosine_schedule
 from selfsup.errors import ConfigError
 from selfsup.losses import dino_multiview_loss, dino_teacher_probs, update_center
+from selfsup.method_args import at_least, check_alpha, positive
 from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, detached_features, drop_gradients,
                                   forward_by_resolution, frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import DINOHead
+from selfsup.models.registry import create_backbone
+from selfsup.schedules import cosine_schedule
+
+TEACHER_TEMPERATURE_SCHEDULES = ("linear", "cosine")  # DINO's teacher temperature warm-up shapes
 
 
 
@@ -69,7 +72,47 @@ def teacher_temperature(epoch: float, warmup_value: float, final_value: float, w
     return warmup_value + (final_value - warmup_value) * max(epoch, 0.0) / warmup_epochs
 
 
-@register_method("dino")
+@dataclass
+class DINOArgs:
+    """DINO's hyper-parameters (defaults: SSLight's MobileNetV2 setting, method-details B 1.4, and DINO's paper)."""
+
+    name: str = "dino"
+    out_dim: int = 4096  # K: prototypes of the weight-normalised last layer
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    head_norm: str = "batch"  # batch (SSLight CNN) | none (DINO ViT)
+    norm_last_layer: bool = True  # keep the last layer's weight-norm g fixed at 1
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.07  # after the warm-up
+    warmup_teacher_temperature: float = 0.04  # at epoch 0
+    teacher_temperature_warmup_epochs: float = 50.0
+    teacher_temperature_schedule: str = "linear"  # linear | cosine
+    center_momentum: float = 0.9
+    ema_base: float = 0.996  # teacher momentum at step 0, cosine to 1
+    freeze_last_layer_epochs: int = 1  # last layer's gradients dropped while ctx.epoch < this
+    alpha: Optional[float] = None  # SSLight re-balancing of global-global vs global-local pairs; None = plain mean
+
+    def validate(self) -> None:
+        at_least(self, ("out_dim", "hidden_dim", "bottleneck_dim"))
+        if self.head_norm not in ("batch", "none"):
+            raise ConfigError(f"method.head_norm must be batch or none, got '{self.head_norm}'")
+        positive(self, ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"))
+        if self.teacher_temperature_warmup_epochs < 0:
+            raise ConfigError(f"method.teacher_temperature_warmup_epochs must be >= 0, "
+                              f"got {self.teacher_temperature_warmup_epochs}")
+        if self.teacher_temperature_schedule not in TEACHER_TEMPERATURE_SCHEDULES:
+            raise ConfigError(f"method.teacher_temperature_schedule must be linear or cosine, "
+                              f"got '{self.teacher_temperature_schedule}'")
+        if not 0.0 <= self.center_momentum <= 1.0:
+            raise ConfigError(f"method.center_momentum must be in [0, 1], got {self.center_momentum}")
+        if not 0.0 <= self.ema_base <= 1.0:
+            raise ConfigError(f"method.ema_base must be in [0, 1], got {self.ema_base}")
+        if self.freeze_last_layer_epochs < 0:
+            raise ConfigError(f"method.freeze_last_layer_epochs must be >= 0, got {self.freeze_last_layer_epochs}")
+        check_alpha(self.alpha)
+
+
+@register_method("dino", args=DINOArgs)
 class DINO(Method):
     center: Tensor
 

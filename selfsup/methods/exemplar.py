@@ -15,6 +15,8 @@ batch (the reference did the same per core).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,12 +25,27 @@ from selfsup.config import Config
 from selfsup.data.pretext import random_grayscale, standardize
 from selfsup.errors import ConfigError
 from selfsup.losses import semi_hard_triplet_loss
-from selfsup.method_args import ExemplarArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 
 
-@register_method("exemplar")
+@dataclass
+class ExemplarArgs:
+    name: str = "exemplar"
+    embedding_dim: int = 1000  # the "logits" layer the triplet loss reads
+    margin: float = 0.5
+    grayscale_p: float = 2.0 / 3.0  # per image, shared by its copies
+
+    def validate(self) -> None:
+        if self.embedding_dim < 1:
+            raise ConfigError(f"method.embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.margin < 0:
+            raise ConfigError(f"method.margin must be >= 0, got {self.margin}")
+        if not 0.0 <= self.grayscale_p <= 1.0:
+            raise ConfigError(f"method.grayscale_p must be in [0, 1], got {self.grayscale_p}")
+
+
+@register_method("exemplar", args=ExemplarArgs)
 class Exemplar(Method):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

@@ -39,6 +39,7 @@ Choices and deviations:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -48,15 +49,42 @@ from torch import Tensor, nn
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import moco_multiview_loss
-from selfsup.method_args import MoCoV2Args  # noqa: F401  (the config schema of this method)
+from selfsup.method_args import MLP_NORMS, at_least, check_alpha
 from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, detached_features, forward_by_resolution,
                                   frozen_copy, register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
+from selfsup.models.registry import create_backbone
 
 
-@register_method("mocov2")
+@dataclass
+class MoCoV2Args:
+    """MoCo-v2's hyper-parameters (defaults: SSLight's ``moco_cnn_*.yaml``, method-details B 1.4)."""
+
+    name: str = "mocov2"
+    temperature: float = 0.2  # T
+    queue_size: int = 65536  # K negatives
+    momentum: float = 0.999  # key encoder EMA momentum, constant
+    projector_hidden: int = 2048
+    projector_dim: int = 128
+    head_norm: str = "none"  # none (MoCo-v2) | batch | layer
+    alpha: Optional[float] = None  # SSLight: weight of the global query; None = plain mean over queries
+    symmetric: bool = False  # both large views give a key and a query (MoCo-v2+ / MoCo-v3); False = SSLight's MoCo
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+        if self.queue_size < 1:
+            raise ConfigError(f"method.queue_size must be >= 1, got {self.queue_size}")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ConfigError(f"method.momentum must be in [0, 1], got {self.momentum}")
+        if self.head_norm not in MLP_NORMS:
+            raise ConfigError(f"method.head_norm must be one of {', '.join(MLP_NORMS)}, got '{self.head_norm}'")
+        at_least(self, ("projector_hidden", "projector_dim"))
+        check_alpha(self.alpha)
+
+
+@register_method("mocov2", args=MoCoV2Args)
 class MoCoV2(Method):
     queue: Tensor
     queue_ptr: Tensor

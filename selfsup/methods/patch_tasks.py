@@ -30,6 +30,7 @@ patches). Every probe, the kNN monitor and the evaluation at every tap read this
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +39,11 @@ from torch import nn
 from selfsup.config import Config
 from selfsup.data.pretext import RPL_NEIGHBOURS, grid_patches, jigsaw_permutations, random_grayscale, standardize
 from selfsup.errors import ConfigError
-from selfsup.method_args import PatchTaskArgs, JigsawArgs, RelPatchArgs  # noqa: F401  (the config schema of this method)
+from selfsup.method_args import at_least
 from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
 from selfsup.metrics.accuracy import topk_accuracy
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
+from selfsup.models.registry import create_backbone
 
 
 class PatchAverage(nn.Module):
@@ -71,6 +72,23 @@ class PatchAverage(nn.Module):
     def forward_taps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         taps = self.backbone.forward_taps(self.patches(x))
         return OrderedDict((k, v.view(x.shape[0], 9, *v.shape[1:]).mean(1)) for k, v in taps.items())
+
+
+@dataclass
+class PatchTaskArgs:
+    name: str = ""
+    patch_size: int = 64  # reference: 64 px patches in 85 px cells of a 255 px crop
+    grayscale_p: float = 2.0 / 3.0  # per image
+    embedding_dim: int = 1000  # per-patch "logits" layer
+    head_hidden: int = 4096
+    head_dropout: float = 0.5
+
+    def validate(self) -> None:
+        at_least(self, ("patch_size", "embedding_dim", "head_hidden"))
+        if not 0.0 <= self.grayscale_p <= 1.0:
+            raise ConfigError(f"method.grayscale_p must be in [0, 1], got {self.grayscale_p}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"method.head_dropout must be in [0, 1), got {self.head_dropout}")
 
 
 class PatchTask(Method):
@@ -122,7 +140,18 @@ class PatchTask(Method):
         return StepOutput(loss=loss, logs={"pretext_top1": pretext}, features=features)
 
 
-@register_method("jigsaw")
+@dataclass
+class JigsawArgs(PatchTaskArgs):
+    name: str = "jigsaw"
+    perms_per_batch: int = 8  # permutations drawn per step from the 100, shared by the batch
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.perms_per_batch <= 100:
+            raise ConfigError(f"method.perms_per_batch must be in [1, 100], got {self.perms_per_batch}")
+
+
+@register_method("jigsaw", args=JigsawArgs)
 class Jigsaw(PatchTask):
     num_classes = 100
     parts = 9
@@ -141,7 +170,12 @@ class Jigsaw(PatchTask):
         return inputs.flatten(0, 1), labels
 
 
-@register_method("relpatch")
+@dataclass
+class RelPatchArgs(PatchTaskArgs):
+    name: str = "relpatch"
+
+
+@register_method("relpatch", args=RelPatchArgs)
 class RelPatch(PatchTask):
     num_classes = 8
     parts = 2

@@ -17,14 +17,24 @@ over augmentation pairs ``a_lk in A x A`` as including l = k, the reading RELICv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from selfsup.config import Config
 from selfsup.errors import ConfigError
-from selfsup.method_args import RELICArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import register_method
-from selfsup.methods.relicv2 import RELICv2
+from selfsup.methods.relicv2 import RELICv2, RELICv2Args
 
 
-@register_method("relic")
+@dataclass
+class RELICArgs(RELICv2Args):
+    """RELICv2's arguments with RELIC's negatives: all of the global batch."""
+
+    name: str = "relic"
+    num_negatives: Optional[int] = None  # n_e; None = all other items of the (global) batch
+
+
+@register_method("relic", args=RELICArgs)
 class RELIC(RELICv2):
     def __init__(self, cfg: Config) -> None:
         v = cfg.views

@@ -10,13 +10,41 @@ small x large pairs, averaged; under DDP the negatives come from the global batc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from selfsup.errors import ConfigError
 from selfsup.losses import relic_multiview_loss
-from selfsup.method_args import RELICv2Args  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import StepContext, StepOutput, register_method
-from selfsup.methods.bootstrap import BootstrapMethod
+from selfsup.methods.bootstrap import BootstrapArgs, BootstrapMethod
 
 
-@register_method("relicv2")
+@dataclass
+class RELICv2Args(BootstrapArgs):
+    """RELICv2's hyper-parameters (names as in the paper; defaults from Tables 18-19 and method-details A2).
+
+    ``alpha`` (SSLight re-balancing of large-large vs small-large pairs) is None by default: the plain mean of eq. 3.
+    """
+
+    name: str = "relicv2"
+    temperature: float = 0.2  # tau
+    beta: float = 1.0  # invariance (KL) scale
+    contrast_scale: float = 1.0  # c: scale of the contrastive likelihood
+    num_negatives: Optional[int] = 10  # n_e; None = all other items of the (global) batch
+    # eq. 3's double loop includes the same crop on both sides (online l vs target l); false drops those L terms
+    same_crop_pairs: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+        if self.beta < 0 or self.contrast_scale < 0:
+            raise ConfigError("method.beta and method.contrast_scale must be >= 0")
+        if self.num_negatives is not None and self.num_negatives < 1:
+            raise ConfigError(f"method.num_negatives must be >= 1 or null, got {self.num_negatives}")
+
+
+@register_method("relicv2", args=RELICv2Args)
 class RELICv2(BootstrapMethod):
     def forward(self, views, ctx: StepContext) -> StepOutput:
         a: RELICv2Args = self.args

@@ -11,19 +11,28 @@ outputs. Loss: 4-way cross-entropy. ``pretext_top1`` (accuracy of the rotation p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from selfsup.config import Config
 from selfsup.data.pretext import rotations
-from selfsup.method_args import RotationArgs  # noqa: F401  (the config schema of this method)
 from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
 from selfsup.metrics.accuracy import topk_accuracy
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 
 
-@register_method("rotation")
+@dataclass
+class RotationArgs:
+    name: str = "rotation"
+
+    def validate(self) -> None:
+        pass
+
+
+@register_method("rotation", args=RotationArgs)
 class Rotation(Method):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

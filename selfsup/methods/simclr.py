@@ -15,20 +15,43 @@ counterparts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import nt_xent_loss
-from selfsup.method_args import SimCLRArgs  # noqa: F401  (the config schema of this method)
+from selfsup.method_args import at_least, check_alpha
 from selfsup.methods.base import (Method, StepContext, StepOutput, detached_features, forward_by_resolution,
                                   register_method)
 from selfsup.methods.distributed import gather_with_grad
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
+from selfsup.models.registry import create_backbone
 
 
-@register_method("simclr")
+@dataclass
+class SimCLRArgs:
+    """SimCLR's hyper-parameters (names as in the paper)."""
+
+    name: str = "simclr"
+    temperature: float = 0.1  # tau
+    alpha: Optional[float] = None  # SSLight re-balancing of large-large vs small-large pairs; None = plain mean
+    projector_hidden: int = 2048
+    projector_dim: int = 128
+    head_norm: str = "batch"  # batch | none
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+        check_alpha(self.alpha)
+        if self.head_norm not in ("batch", "none"):
+            raise ConfigError(f"method.head_norm must be batch or none, got '{self.head_norm}'")
+        at_least(self, ("projector_hidden", "projector_dim"))
+
+
+@register_method("simclr", args=SimCLRArgs)
 class SimCLR(Method):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

@@ -42,6 +42,7 @@ Choices and deviations:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -51,15 +52,41 @@ from torch import Tensor, nn
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import sinkhorn, swav_multiview_loss
-from selfsup.method_args import SwAVArgs  # noqa: F401  (the config schema of this method)
+from selfsup.method_args import MLP_NORMS, at_least, check_alpha, positive
 from selfsup.methods.base import (Method, StepContext, StepOutput, detached_features, drop_gradients,
                                   forward_by_resolution, register_method)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad, rank
-from selfsup.models.backbones import create_backbone
 from selfsup.models.heads import MLP
+from selfsup.models.registry import create_backbone
 
 
-@register_method("swav")
+@dataclass
+class SwAVArgs:
+    """SwAV's hyper-parameters (defaults: SSLight's ``swav_cnn_*.yaml``, method-details B 1.4)."""
+
+    name: str = "swav"
+    num_prototypes: int = 3000
+    temperature: float = 0.1  # T of the swapped prediction
+    epsilon: float = 0.05  # Sinkhorn entropy regularisation
+    sinkhorn_iterations: int = 3
+    queue_length: int = 3840  # per large view; 0 = no queue; rounded down to a multiple of train.batch_size
+    queue_start_epoch: int = 15
+    freeze_prototypes_epochs: int = 1
+    projector_hidden: int = 2048
+    projector_dim: int = 128
+    head_norm: str = "batch"  # batch (SwAV) | none | layer
+    alpha: Optional[float] = None  # SSLight re-balancing of large-large vs small-large pairs; None = plain mean
+
+    def validate(self) -> None:
+        at_least(self, ("num_prototypes", "sinkhorn_iterations", "projector_hidden", "projector_dim"))
+        positive(self, ("temperature", "epsilon"))
+        at_least(self, ("queue_length", "queue_start_epoch", "freeze_prototypes_epochs"), 0)
+        if self.head_norm not in MLP_NORMS:
+            raise ConfigError(f"method.head_norm must be one of {', '.join(MLP_NORMS)}, got '{self.head_norm}'")
+        check_alpha(self.alpha)
+
+
+@register_method("swav", args=SwAVArgs)
 class SwAV(Method):
     queue: Tensor
 

@@ -71,7 +71,7 @@ def export_state(backbone: nn.Module, fmt: str, *, width: float = 1.0, image_siz
         raise ConfigError(f"torchvision export covers the ResNets only; export {name} as --format timm or selfsup")
     if name == "mobilenetv2":
         _standard(backbone, fmt, width)
-        # selfsup keeps each norm as Sequential(norm=..., act=...) (see backbones.norm_act_layer); timm's
+        # selfsup keeps each norm as Sequential(norm=..., act=...) (see base.norm_act_layer); timm's
         # BatchNormAct2d holds the BatchNorm parameters directly
         tensors = {re.sub(r"(bn\d)\.norm\.", r"\1.", k): v for k, v in tensors.items()}
         return tensors, {"format": "timm", "timm_model": "mobilenetv2_100", "timm_kwargs": "{}"}

@@ -1,6 +1,6 @@
 """The architecture families of "Revisiting Self-Supervised Visual Representation Learning" (Kolesnikov, Zhai, Beyer
 2019), method-details B 2.1: ResNet50 v2 (pre-activation), RevNet50 and VGG19-BN, each with a widening factor.
-ResNet50 v1 is :func:`selfsup.models.backbones.build_resnet` under the name ``resnet50v1`` (timm's ResNet-50; the
+ResNet50 v1 is :func:`selfsup.models.resnet.build_resnet` under the name ``resnet50v1`` (timm's ResNet-50; the
 reference's v1 unit is the same: stride on the 3x3 conv, projection shortcut with BN, ReLU after the addition).
 
 **Width.** The paper's widening factor k (k = 4 is the standard network, 2048-d pre-logits for the ResNets) is
@@ -17,7 +17,7 @@ convention of the other selfsup CNNs. ``patch_task``: Revisiting's override for 
 stride 1 (max-pool kept) and stage strides (1, 2, 2, 1); for VGG, which the reference never trains on patches, it is
 the ``small`` stem.
 
-**Taps** (:meth:`~selfsup.models.backbones.Backbone.forward_taps`): ResNets and RevNet give ``after_root``,
+**Taps** (:meth:`~selfsup.models.base.Backbone.forward_taps`): ResNets and RevNet give ``after_root``,
 ``block1``..``block4`` and ``pre_logits``; VGG gives ``block1``..``block5``, ``fc6`` and ``pre_logits`` (fc7). Where the
 network ends with a normalisation (v2, RevNet), ``block4`` is the raw stage output and ``pre_logits`` is pooled after
 that final BN(+ReLU).
@@ -47,17 +47,19 @@ from timm.models.resnetv2 import ResNetV2
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import (Backbone, StagedBackbone, _refuse_options, _stage_units, norm_act_layer,
-                                      norm_layer, register_backbone, scale_width, select_stem)
+from selfsup.models.base import (Backbone, StagedBackbone, norm_act_layer, norm_layer, refuse_options, scale_width,
+                                 select_stem, stage_units)
+from selfsup.models.registry import register_backbone
 
 __all__ = ["ResNetV2Backbone", "RevUnit", "RevNetBackbone", "VGGBackbone", "build_resnet50v2", "build_revnet50",
            "build_vgg19bn"]
 
+
 def _family_setup(cfg: ModelConfig, name: str, default_units: Tuple[int, ...], image_size: int) -> Tuple[tuple, str]:
     """What every Revisiting family checks first: options it does not use refused, its units per stage
     (``model.stage_units`` or ``default_units``) and its stem (``patch_task`` allowed)."""
-    _refuse_options(cfg, name, "patch_size", "drop_path_rate")
-    return _stage_units(cfg, name, default_units), select_stem(cfg, image_size, family=name, patch_task=True)
+    refuse_options(cfg, name, "patch_size", "drop_path_rate")
+    return stage_units(cfg, name, default_units), select_stem(cfg, image_size, family=name, patch_task=True)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -73,6 +75,7 @@ class ResNetV2Backbone(StagedBackbone):
         return self.body.stem, self.body.stages, self.body.norm
 
 
+@register_backbone("resnet50v2")
 def build_resnet50v2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                      device: Optional[torch.device | str] = None) -> ResNetV2Backbone:
     """ResNet50 v2 at ``model.width`` = k / 4 (see the module docstring)."""
@@ -98,9 +101,6 @@ def build_resnet50v2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     reduction = {"imagenet": 32, "small": 8, "patch_task": 8}[stem]
     return ResNetV2Backbone(net, name=name, num_features=channels[-1], stem=stem, norm=cfg.norm, reduction=reduction)
-
-
-register_backbone("resnet50v2")(build_resnet50v2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -182,6 +182,7 @@ class RevNetBackbone(StagedBackbone):
         return self.body.root, self.body.stages, self.body.final
 
 
+@register_backbone("revnet50")
 def build_revnet50(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                    device: Optional[torch.device | str] = None) -> RevNetBackbone:
     """RevNet50 at ``model.width`` = k / 4: root to 256w channels, stages 256w..2048w (see the module docstring)."""
@@ -206,9 +207,6 @@ def build_revnet50(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     reduction = {"imagenet": 32, "small": 8, "patch_task": 8}[stem]
     return RevNetBackbone(body, name=name, num_features=channels[-1], stem=stem, norm=cfg.norm, reduction=reduction)
-
-
-register_backbone("revnet50")(build_revnet50)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -253,6 +251,7 @@ def _pooled_size(size: int, pools: int) -> int:
     return size
 
 
+@register_backbone("vgg19bn")
 def build_vgg19bn(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                   device: Optional[torch.device | str] = None) -> VGGBackbone:
     """VGG19-BN at ``model.width`` = k / 4 (first block 32w channels, fc 2048w); see the module docstring."""
@@ -289,6 +288,3 @@ def build_vgg19bn(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
     return VGGBackbone(body, fc6_grid=grid, name=name, num_features=fc, stem=stem, norm=cfg.norm,
                        reduction=2 ** pools)
-
-
-register_backbone("vgg19bn")(build_vgg19bn)

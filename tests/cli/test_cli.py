@@ -143,7 +143,7 @@ def test_positional_recipe_and_views_inspect_on_every_recipe(tmp_path, capsys):
 
 
 def test_demo_minutes_scale_the_schedule():
-    from selfsup.eval.demo import budget_overrides
+    from selfsup.experiments.demo import budget_overrides
     from selfsup.config import load_config
     from selfsup.errors import ConfigError
 

@@ -10,6 +10,7 @@ from selfsup.config import load_config
 from selfsup.data.base import InMemoryDataset
 from selfsup.data.masks import MaskCache, MaskProvider, dataset_fingerprint, edit_masks, random_masks
 from selfsup.errors import ConfigError, DataError
+from selfsup.saliency.cache import write_cache
 
 
 def _gen(seed=0):
@@ -71,7 +72,7 @@ def test_cache_round_trip_resizes_and_refuses_stale_or_missing(tmp_path):
     fp = dataset_fingerprint(ds, "folder", "train")
     masks = np.zeros((20, 8, 8), np.uint8)
     masks[3, 2:6, 2:6] = 255
-    MaskCache.write(tmp_path, "train", masks, fp)
+    write_cache(tmp_path, "train", masks, fp)
     assert json.loads((tmp_path / "train.json").read_text())["mask_size"] == 8
     cache = MaskCache.open(tmp_path, "train", fp)
     got = cache.get(torch.tensor([3, 0]), 16, torch.device("cpu"))
@@ -142,7 +143,7 @@ def test_a_folder_dataset_gets_a_cache_that_a_changed_folder_refuses(tmp_path):
     cfg = load_config(None, ["data.dataset=folder", f"data.root={root}", "data.image_size=16"])
     ds = build_dataset(cfg.data, "train")
     fp = dataset_fingerprint(ds, "folder", "train")
-    MaskCache.write(tmp_path / "cache", "train", np.full((len(ds), 8, 8), 255, np.uint8), fp)
+    write_cache(tmp_path / "cache", "train", np.full((len(ds), 8, 8), 255, np.uint8), fp)
     assert MaskCache.open(tmp_path / "cache", "train", fp).get(torch.arange(2), 16, torch.device("cpu")).shape == \
         (2, 1, 16, 16)
     Image.new("RGB", (20, 14), (200, 200, 200)).save(root / "b" / "0.png")  # one image replaced

@@ -13,7 +13,7 @@ from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.engine.monitor import QualityMonitor, build_monitor
 from selfsup.engine.trainer import pretrain
 from selfsup.metrics import knn_classify
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 
 KNN = ["monitor.knn_every_steps=3", "monitor.knn_train_size=48", "monitor.knn_test_size=32"]
 

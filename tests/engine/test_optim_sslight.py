@@ -13,7 +13,7 @@ from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.engine.optim import LARS, build_optimizer, param_groups
 from selfsup.engine.schedules import set_weight_decay
 from selfsup.engine.trainer import pretrain
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -114,7 +114,7 @@ def test_a_diverging_rate_stops_with_a_message():
 
 def test_pretrained_head_of_every_method():
     import selfsup.methods  # noqa: F401
-    from selfsup.methods import build_method
+    from selfsup.methods.base import build_method
 
     small = ["method.projector_hidden=16", "method.projector_dim=8", "method.predictor_hidden=16",
              "method.out_dim=16", "method.hidden_dim=16", "method.bottleneck_dim=8", "method.num_prototypes=8"]
@@ -128,7 +128,7 @@ def test_pretrained_head_of_every_method():
 def _fields(name):
     import dataclasses
 
-    from selfsup.config import METHOD_ARGS
+    from selfsup.method_args import METHOD_ARGS
 
     return {f.name for f in dataclasses.fields(METHOD_ARGS[name])}
 

@@ -11,7 +11,7 @@ from selfsup.errors import ConfigError
 from selfsup.eval import protocols as registry
 from selfsup.eval.protocols import (EvalContext, Protocol, get_protocol, protocol_for_result, protocols,
                                     register_protocol)
-from selfsup.eval.report import eval_row
+from selfsup.eval.report_run import eval_row
 from selfsup.eval.run import result_name, run_folder
 
 BUILT_IN = ["linear", "knn", "finetune", "transfer", "taps", "robustness"]

@@ -10,7 +10,9 @@ import subprocess
 import pytest
 
 from selfsup.errors import ConfigError
-from selfsup.eval.report import eval_row, read_run, write_compare, write_report
+from selfsup.eval.report import write_report
+from selfsup.eval.report_compare import write_compare
+from selfsup.eval.report_run import eval_row, read_run
 from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

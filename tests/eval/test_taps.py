@@ -11,7 +11,7 @@ from selfsup.cli.main import main
 from selfsup.config import ModelConfig, load_config
 from selfsup.errors import ConfigError
 from selfsup.eval.taps import TapFeatures, fit_probe_sgd, pool_tap, probe_taps
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")

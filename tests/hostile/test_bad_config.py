@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from selfsup.config import METHOD_ARGS, Config, load_config
+from selfsup.config import Config, load_config
 from selfsup.errors import ConfigError
+from selfsup.method_args import METHOD_ARGS
 from tests.conftest import run_cli
 
 HOSTILE = ["nan", "inf", "-inf", "-1", "0", "1e30", "-1e30", "abc", "[]", "[nan]", "{}", "null", "0.5", "2"]

@@ -17,8 +17,9 @@ import signal
 import pytest
 
 import selfsup.methods  # noqa: F401  (registers every method's arguments before the parametrize below reads them)
-from selfsup.config import METHOD_ARGS, Config, load_config
+from selfsup.config import Config, load_config
 from selfsup.errors import SelfsupError
+from selfsup.method_args import METHOD_ARGS
 from tests.conftest import TINY
 from tests.hostile.test_bad_config import HOSTILE, _leaves
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 # train.devices / train.num_nodes > 1 start more processes: Lightning's launcher re-executes the calling program (here
 # pytest itself, which then forks again until memory runs out), so they are tested from the CLI in test_ddp and in
 # test_bad_config.test_devices_this_machine_lacks_are_one_line.
-# saliency.* is read by `selfsup saliency`, never by pretraining (tests/engine/test_saliency_fit.py, tests/cli/).
+# saliency.* is read by `selfsup saliency`, never by pretraining (tests/saliency/, tests/cli/).
 SKIP = ("eval.", "saliency.", "out", "name", "train.progress", "train.compile", "train.devices", "train.num_nodes")
 # Small heads for every method, so a step costs a fraction of a second; a field under test overrides its entry.
 SMALL = {"projector_hidden": 32, "projector_dim": 16, "predictor_hidden": 32, "out_dim": 64, "hidden_dim": 32,

@@ -319,7 +319,7 @@ def test_markdown_and_html_escape_everything_from_the_run(tmp_path, capsys):
 def test_pretrain_curves_of_a_damaged_log_are_a_warning(tmp_path, caplog, bad):
     """pretrain draws curves.png from its log in a `finally`: a damaged log is a warning there, never a traceback
     (which would also hide the run's own outcome)."""
-    from selfsup.eval.pretraining import draw_curves as _draw_curves
+    from selfsup.experiments.pretraining import draw_curves as _draw_curves
 
     (tmp_path / "train_log.csv").write_bytes(bad)
     assert _draw_curves(tmp_path, "run") is None

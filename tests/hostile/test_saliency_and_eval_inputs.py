@@ -20,12 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-import selfsup.data.masks as masks_mod
+import selfsup.saliency.cache as cache_mod
 from selfsup.config import load_config
 from selfsup.data.base import InMemoryDataset
 from selfsup.data.masks import MaskCache, dataset_fingerprint
 from selfsup.data.subsets import class_balanced_subset, dataset_identity, load_subset, save_subset, subset_for
 from selfsup.errors import CheckpointError, ConfigError, DataError, SelfsupError
+from selfsup.saliency.cache import create_cache, write_cache
 from tests.hostile.common import refused_untouched, tree
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -66,7 +67,7 @@ def test_a_failed_cache_replacement_keeps_the_old_cache_readable(tmp_path, monke
     ds = _dataset()
     fp = dataset_fingerprint(ds, "folder", "train")
     (tmp_path / "notes.txt").write_text("the user's")
-    old = MaskCache.write(tmp_path, "train", _masks(12, 255), fp)
+    old = write_cache(tmp_path, "train", _masks(12, 255), fp)
     old_name = old.path.name
 
     # 1. the writer dies after the new array is complete, before the switch (the fingerprint write raises)
@@ -74,27 +75,27 @@ def test_a_failed_cache_replacement_keeps_the_old_cache_readable(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(masks_mod, "atomic_write_bytes", boom)
+        m.setattr(cache_mod, "atomic_write_bytes", boom)
         with pytest.raises(OSError):
-            MaskCache.write(tmp_path, "train", _masks(12, 0), fp)
+            write_cache(tmp_path, "train", _masks(12, 0), fp)
     again = MaskCache.open(tmp_path, "train", fp)
     assert again.path.name == old_name and int(again.masks.min()) == 255  # the old content, still valid
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", "train.json", old_name])
 
     # 2. a kill while the new array is being filled: create() without finish() leaves the old cache as it was
-    arr, finish = MaskCache.create(tmp_path, "train", fp, 4)
+    arr, finish = create_cache(tmp_path, "train", fp, 4)
     arr[:] = 7
     assert int(MaskCache.open(tmp_path, "train", fp).masks.min()) == 255
     finish.abort()
 
     # 3. a failure while predicting (the array half filled): abort() removes only the new file
-    arr, finish = MaskCache.create(tmp_path, "train", fp, 4)
+    arr, finish = create_cache(tmp_path, "train", fp, 4)
     arr[:6] = 0
     finish.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", "train.json", old_name])
 
     # 4. a complete replacement: the new content, the old array gone, the user's file untouched
-    new = MaskCache.write(tmp_path, "train", _masks(12, 0), fp)
+    new = write_cache(tmp_path, "train", _masks(12, 0), fp)
     assert new.path.name != old_name and not (tmp_path / old_name).exists()
     assert int(MaskCache.open(tmp_path, "train", fp).masks.max()) == 0
     assert (tmp_path / "notes.txt").read_text() == "the user's"
@@ -108,7 +109,7 @@ def test_a_legacy_cache_opens_and_only_its_own_array_is_replaced(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps(dict(fp, mask_size=4)))
     (tmp_path / "test.npy").write_bytes(b"someone else's")
     assert int(MaskCache.open(tmp_path, "train", fp).masks.min()) == 255
-    MaskCache.write(tmp_path, "train", _masks(12, 0), fp)
+    write_cache(tmp_path, "train", _masks(12, 0), fp)
     assert not (tmp_path / "train.npy").exists()  # the old cache's own array (named by its own fingerprint)
     assert (tmp_path / "test.npy").read_bytes() == b"someone else's"
     assert int(MaskCache.open(tmp_path, "train", fp).masks.max()) == 0
@@ -126,7 +127,7 @@ def test_a_legacy_cache_opens_and_only_its_own_array_is_replaced(tmp_path):
 ])
 def test_a_bad_fingerprint_is_one_line_naming_file_and_field(tmp_path, payload, words):
     fp = dataset_fingerprint(_dataset(), "folder", "train")
-    MaskCache.write(tmp_path, "train", _masks(12, 255), fp)
+    write_cache(tmp_path, "train", _masks(12, 255), fp)
     meta = tmp_path / "train.json"
     meta.write_text(json.dumps(payload))
     with pytest.raises(DataError) as e:
@@ -135,14 +136,14 @@ def test_a_bad_fingerprint_is_one_line_naming_file_and_field(tmp_path, payload, 
     # and a writer refuses to replace a train.json that is not a mask cache's: nothing in the folder changes
     before = tree(tmp_path)
     with pytest.raises(ConfigError) as e:
-        MaskCache.write(tmp_path, "train", _masks(12, 0), fp)
+        write_cache(tmp_path, "train", _masks(12, 0), fp)
     one_line(e, "train.json", "refusing")
     assert tree(tmp_path) == before
 
 
 def test_an_array_of_the_wrong_shape_is_refused(tmp_path):
     fp = dataset_fingerprint(_dataset(), "folder", "train")
-    cache = MaskCache.write(tmp_path, "train", _masks(12, 255), fp)
+    cache = write_cache(tmp_path, "train", _masks(12, 255), fp)
     np.save(cache.path, np.zeros((12, 4, 5), np.uint8))
     with pytest.raises(DataError) as e:
         MaskCache.open(tmp_path, "train", fp)
@@ -155,7 +156,7 @@ def test_an_array_of_the_wrong_shape_is_refused(tmp_path):
 
 
 def test_predict_refuses_its_output_folder_before_any_work(tmp_path):
-    from selfsup.engine.saliency import predict_cache
+    from selfsup.saliency.predict import predict_cache
 
     cfg = load_config(None, ["data.train_size=8", "data.test_size=4", "data.image_size=8"])
     afile = tmp_path / "afile"
@@ -183,7 +184,7 @@ def test_predict_refuses_its_output_folder_before_any_work(tmp_path):
 def test_saliency_net_metadata_of_the_wrong_type_is_one_line(tmp_path, field, value):
     from safetensors.torch import save_file
 
-    from selfsup.engine.saliency import load_saliency_net
+    from selfsup.saliency.network import load_saliency_net
 
     meta = {"format": "selfsup-saliency-1", "image_size": "16", "mean": "[0.5, 0.5, 0.5]", "std": "[0.2, 0.2, 0.2]",
             "config": "{}"}
@@ -196,7 +197,7 @@ def test_saliency_net_metadata_of_the_wrong_type_is_one_line(tmp_path, field, va
 
 
 def test_a_saliency_net_that_is_not_safetensors_is_one_line(tmp_path):
-    from selfsup.engine.saliency import load_saliency_net
+    from selfsup.saliency.network import load_saliency_net
 
     p = tmp_path / "saliency_net.safetensors"
     p.write_bytes(b"\x00\x01garbage" * 10)
@@ -206,7 +207,7 @@ def test_a_saliency_net_that_is_not_safetensors_is_one_line(tmp_path):
 
 
 def test_fit_folders_that_are_not_a_fits_own_are_refused_untouched(tmp_path):
-    from selfsup.engine.saliency import _load_maps, fit_saliency
+    from selfsup.saliency.fit import fit_saliency, load_stage_maps
 
     def cfg(out):
         return load_config("saliency_shapes", ["data.train_size=16", "data.test_size=8", "data.image_size=16",
@@ -235,11 +236,11 @@ def test_fit_folders_that_are_not_a_fits_own_are_refused_untouched(tmp_path):
     bad = tmp_path / "mr.npy"
     bad.write_bytes(b"garbage")
     with pytest.raises(SelfsupError) as e:
-        _load_maps(bad, 4, 8)
+        load_stage_maps(bad, 4, 8)
     one_line(e, str(bad))
     np.save(bad, np.zeros((4, 8, 8), np.float32))
     with pytest.raises(SelfsupError) as e:
-        _load_maps(bad, 4, 8)
+        load_stage_maps(bad, 4, 8)
     one_line(e, str(bad), "uint8")
 
 

@@ -72,7 +72,7 @@ def test_rerun_with_other_settings_is_refused_naming_cell_and_key(study, tmp_pat
 
 
 def test_method_without_pretext_accuracy_or_unknown_arch_is_refused_before_any_training(tmp_path, capsys):
-    from selfsup.eval.study import run_study
+    from selfsup.experiments.study import run_study
 
     out = tmp_path / "fresh"
     t0 = time.time()

@@ -15,7 +15,7 @@ from selfsup.engine.ema import ema_update
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import ConfigError
-from selfsup.methods import StepContext, build_method
+from selfsup.methods.base import StepContext, build_method
 from selfsup.methods.dino import DINO, teacher_temperature
 from selfsup.models.heads import DINOHead
 from tests.conftest import TINY

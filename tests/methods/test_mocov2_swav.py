@@ -14,8 +14,8 @@ from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import ConfigError
 from selfsup.losses import moco_pair_loss
-from selfsup.methods import StepContext, build_method
 from selfsup.methods import swav as swav_module
+from selfsup.methods.base import StepContext, build_method
 from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.swav import SwAV
 from tests.conftest import TINY

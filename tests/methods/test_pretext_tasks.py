@@ -10,8 +10,7 @@ from selfsup.config import load_config
 from selfsup.data.pretext import RPL_NEIGHBOURS, grid_patches, standardize
 from selfsup.errors import ConfigError
 from selfsup.eval.run import load_backbone
-from selfsup.methods import build_method
-from selfsup.methods.base import StepContext
+from selfsup.methods.base import StepContext, build_method
 from selfsup.methods.patch_tasks import PatchAverage
 
 pytestmark = pytest.mark.usefixtures("one_thread")

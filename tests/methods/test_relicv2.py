@@ -4,7 +4,7 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.data.views import Views
-from selfsup.methods import StepContext, build_method
+from selfsup.methods.base import StepContext, build_method
 from selfsup.methods.relicv2 import RELICv2
 
 

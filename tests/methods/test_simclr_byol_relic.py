@@ -12,7 +12,7 @@ from selfsup.config import load_config
 from selfsup.data.views import Views
 from selfsup.errors import ConfigError
 from selfsup.losses import nt_xent_loss, relic_multiview_loss
-from selfsup.methods import StepContext, build_method
+from selfsup.methods.base import StepContext, build_method
 from selfsup.methods.byol import BYOL
 from selfsup.methods.relic import RELIC
 from selfsup.methods.simclr import SimCLR

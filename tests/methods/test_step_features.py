@@ -6,7 +6,7 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.data.views import Views
-from selfsup.methods import StepContext, build_method
+from selfsup.methods.base import StepContext, build_method
 from tests.conftest import TINY
 
 BASE = [o for o in TINY if not o.startswith("method.")]

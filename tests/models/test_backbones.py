@@ -6,15 +6,8 @@ import torch.nn as nn
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import (
-    Backbone,
-    ChannelAffine,
-    GroupNorm2d,
-    create_backbone,
-    group_count,
-    list_backbones,
-    register_backbone,
-)
+from selfsup.models.base import Backbone, ChannelAffine, GroupNorm2d, group_count
+from selfsup.models.registry import create_backbone, list_backbones, register_backbone
 from tests.conftest import n_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")

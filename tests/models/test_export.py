@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import create_backbone
+from selfsup.models.registry import create_backbone
 from selfsup.models.export import build_target, export_state
 from tests.conftest import TINY, run_cli
 

@@ -16,7 +16,9 @@ from selfsup.cli.main import main
 from selfsup.config import ModelConfig, load_config
 from selfsup.engine.checkpoint import load_checkpoint
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import ChannelAffine, GroupNorm2d, ViTBackbone, create_backbone, list_backbones
+from selfsup.models.base import ChannelAffine, GroupNorm2d
+from selfsup.models.registry import create_backbone, list_backbones
+from selfsup.models.vit import ViTBackbone
 from tests.conftest import TINY, n_params
 
 NEW = ["mobilenetv2", "vit_tiny_16", "vit_tiny_32", "vit_small_16"]
@@ -239,7 +241,7 @@ def test_vit_taps_and_last_blocks_representation():
     from selfsup.config import load_config
     from selfsup.errors import ConfigError
     from selfsup.eval.run import load_backbone
-    from selfsup.models.backbones import LastBlocksTokens
+    from selfsup.models.vit import LastBlocksTokens
 
     cfg = load_config(None, ["model.backbone=vit_tiny_16", "model.patch_size=8", "views.large.size=16",
                              "eval.vit_last_blocks=4"])

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.backbones import create_backbone, list_backbones
+from selfsup.models.registry import create_backbone, list_backbones
 from selfsup.models.revisiting import RevNetBackbone, RevStage, RevUnit
 from tests.conftest import n_params
 

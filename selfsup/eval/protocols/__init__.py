@@ -85,7 +85,7 @@ class Protocol:
 
     def report_row(self, res: Dict[str, Any]) -> Dict[str, Any]:
         """What this protocol adds to its row of ``selfsup report`` (``res`` already checked by
-        :func:`selfsup.eval.report.check_eval`): ``detail``, a list of texts, and ``top1`` / ``top5`` where the
+        :func:`selfsup.eval.report_run.check_eval`): ``detail``, a list of texts, and ``top1`` / ``top5`` where the
         headline numbers are not the generic ones."""
         return {}
 

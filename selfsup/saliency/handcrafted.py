@@ -15,9 +15,9 @@ superpixels of each image side.
   probability ``w_bg = 1 - exp(-BndCon^2 / (2 sigma_bndcon^2))``; background-weighted contrast gives ``w_fg``; the map
   minimises ``sum w_bg s^2 + sum w_fg (s - 1)^2 + sum_adjacent w_ij (s_i - s_j)^2`` (one sparse linear solve).
   Paper values: ``sigma_clr = 10`` (Lab units), ``sigma_bndcon = 1``, ``sigma_spa = 0.25``, ``mu = 0.1``, 250
-  superpixels. *Choice:* as in the authors' code, the boundary superpixels are also linked to each other for the geodesic
-  distances (so a background split by the object still counts as boundary-connected); the smoothness sum counts each
-  adjacent pair once.
+  superpixels. *Choice:* as in the authors' code, the boundary superpixels are also linked to each other for the
+  geodesic distances (so a background split by the object still counts as boundary-connected); the smoothness sum
+  counts each adjacent pair once.
 * **MR** (Yang, Zhang, Lu, Ruan, Yang, CVPR 2013, "Saliency detection via graph-based manifold ranking"). A graph of
   adjacent and 2-hop superpixels plus a clique on the boundary, ``w_ij = exp(-d_ij / sigma^2)`` with the Lab distances
   of the edges scaled to [0, 1] and ``sigma^2 = 0.1``; ranking ``f = (D - alpha W)^-1 y`` with ``alpha = 0.99`` and the
@@ -62,8 +62,8 @@ from scipy.spatial.distance import cdist
 from skimage.color import rgb2lab
 from skimage.segmentation import slic
 
-__all__ = ["SuperpixelGraph", "superpixel_graph", "rbd", "rbd_optimise", "mr", "mc", "dsr", "HANDCRAFTED", "handcrafted",
-           "saliency_maps", "normalise"]
+__all__ = ["SuperpixelGraph", "superpixel_graph", "rbd", "rbd_optimise", "mr", "mc", "dsr", "HANDCRAFTED",
+           "handcrafted", "saliency_maps", "normalise"]
 
 
 #: Small images get fewer superpixels: at least this many pixels each (a 32 px image has 64 at most, not 250).
@@ -135,7 +135,8 @@ def superpixel_graph(image: np.ndarray, n_segments: int = 250, compactness: floa
     count = np.bincount(flat, minlength=n).astype(np.float64)
 
     def mean(values: np.ndarray) -> np.ndarray:
-        return np.stack([np.bincount(flat, values[:, c], minlength=n) for c in range(values.shape[1])], 1) / count[:, None]
+        sums = [np.bincount(flat, values[:, c], minlength=n) for c in range(values.shape[1])]
+        return np.stack(sums, 1) / count[:, None]
 
     lab = mean(rgb2lab(image).reshape(-1, 3))
     rgb = mean(image.reshape(-1, 3))

@@ -7,7 +7,7 @@ import pytest
 from selfsup.cli.main import main
 from selfsup.config import load_config
 from selfsup.errors import ConfigError
-from selfsup.eval.study import Cell, cell_config, pretext_accuracy, study_cells
+from selfsup.experiments.study import Cell, cell_config, pretext_accuracy, study_cells
 
 TINY_STUDY = ["data.train_size=48", "data.test_size=24", "data.image_size=16", "views.large.size=16",
               "train.batch_size=8", "train.steps=2", "monitor.knn_every_steps=0", "eval.batch_size=64",

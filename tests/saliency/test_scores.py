@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selfsup.metrics.saliency import f_measure, iou, mae, max_f_measure, saliency_scores
+from selfsup.saliency.scores import f_measure, iou, mae, max_f_measure, saliency_scores
 
 
 def _data():

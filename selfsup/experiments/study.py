@@ -101,7 +101,7 @@ def check_grid(methods: Sequence[str], archs: Sequence[str], widths: Sequence[fl
     that is not a positive finite number, or a value listed twice."""
     import math
 
-    from selfsup.models.backbones import list_backbones
+    from selfsup.models.registry import list_backbones
 
     for option, values in (("--methods", methods), ("--archs", archs), ("--widths", [f"{k:g}" for k in widths])):
         if not values:
@@ -127,7 +127,7 @@ def check_networks(cells: Sequence[Cell], configs: Sequence[Config]) -> None:
     """Build every (architecture, width) of the grid on the meta device (no memory, no time): a width or a
     ``--stage-units`` an architecture refuses is one line naming ``--archs`` and ``--widths`` before any cell runs."""
     from selfsup.methods.base import backbone_input_size
-    from selfsup.models.backbones import create_backbone
+    from selfsup.models.registry import create_backbone
 
     seen = set()
     for cell, cfg in zip(cells, configs):

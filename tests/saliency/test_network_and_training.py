@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from selfsup.config import ModelConfig, load_config
-from selfsup.engine.saliency import _batches, fit_subset, guided_filter, train_saliency_net
-from selfsup.models.backbones import create_backbone
-from selfsup.models.saliency import SaliencyNet
+from selfsup.models.registry import create_backbone
+from selfsup.saliency.images import fit_subset
+from selfsup.saliency.network import SaliencyNet
+from selfsup.saliency.train import epoch_batches, guided_filter, train_saliency_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,7 +43,7 @@ def test_fit_subset_and_batches_are_seeded_and_never_a_batch_of_one():
     a, b = fit_subset(100, 30, 0), fit_subset(100, 30, 0)
     assert (a == b).all() and len(set(a.tolist())) == 30 and (fit_subset(100, 30, 1) != a).any()
     assert len(fit_subset(10, 30, 0)) == 10
-    parts = _batches(21, 10, torch.Generator().manual_seed(0))
+    parts = epoch_batches(21, 10, torch.Generator().manual_seed(0))
     assert sorted(torch.cat(parts).tolist()) == list(range(21)) and min(len(p) for p in parts) >= 10
 
 

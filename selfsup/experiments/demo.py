@@ -1,7 +1,7 @@
 """The demo (``selfsup demo``): RELICv2 on the built-in procedural data, end to end in a few CPU minutes.
 
-1. pretrain RELICv2 (``selfsup/recipes/demo.yaml``) on the built-in shapes dataset, with the quality monitor on (online linear
-   classifier and periodic kNN, in the progress bar and ``curves.png``);
+1. pretrain RELICv2 (``selfsup/recipes/demo.yaml``) on the built-in shapes dataset, with the quality monitor on
+   (online linear classifier and periodic kNN, in the progress bar and ``curves.png``);
 2. linear-probe (L-BFGS, A6) and kNN-probe the pretrained backbone next to a random-init backbone of the same
    architecture, on the same features pipeline, and find each one's nearest training images of a few test images;
 3. print both and write ``<out>/report.md`` with ``probes.png``, ``neighbours.png``, ``curves.png``, ``views.png`` and
@@ -18,11 +18,11 @@ from typing import Optional, Sequence
 import torch
 
 from selfsup.config import load_config
-from selfsup.errors import ConfigError
 from selfsup.data.base import collate
 from selfsup.data.datasets import build_dataset
 from selfsup.data.views import MultiViewSampler
 from selfsup.engine.trainer import pretrain
+from selfsup.errors import ConfigError
 from selfsup.eval.plots import plot_bars, plot_curves, plot_neighbours, plot_view_grid
 from selfsup.eval.run import features, load_backbone, probe_data, run_knn, run_linear, write_json
 from selfsup.metafiles import make_output_dir

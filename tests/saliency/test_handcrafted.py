@@ -5,8 +5,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import minimize
 
-from selfsup.data import saliency as S
-from selfsup.metrics.saliency import f_measure
+from selfsup.saliency import handcrafted as S
+from selfsup.saliency.scores import f_measure
 
 
 def _object_image(seed: int, size: int = 64):
