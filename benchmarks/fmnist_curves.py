@@ -28,13 +28,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import calibrated_steps, machine, probes, raw_pixel_probes, supervised  # noqa: E402
+
 from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.snapshots import snapshot_path  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.plots import plot_learning_curves  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
-
-from common import calibrated_steps, machine, probes, raw_pixel_probes, supervised  # noqa: E402
 
 METHODS = {  # recipe -> label
     "relicv2_fmnist": "RELICv2",

@@ -29,11 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import calibrated_steps, machine, probes  # noqa: E402
+
 from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
-
-from common import calibrated_steps, machine, probes  # noqa: E402
 
 VENV = ROOT / ".venv-lightly"
 LIGHTLY = "lightly==1.6.0"

@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss  # noqa: E402
-from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead,  # noqa: E402
-                                    SimCLRProjectionHead)
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead, SimCLRProjectionHead  # noqa: E402
 from lightly.models.utils import deactivate_requires_grad, get_weight_decay_parameters, update_momentum  # noqa: E402
 from lightly.transforms import DINOTransform, SimCLRTransform  # noqa: E402
 from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform  # noqa: E402

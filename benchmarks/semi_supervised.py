@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from selfsup.eval.run import config_for, probe_data, run_finetune  # noqa: E402
-
 from common import machine  # noqa: E402
+
+from selfsup.eval.run import config_for, probe_data, run_finetune  # noqa: E402
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
+from common import probes  # noqa: E402
+
 from selfsup.config import load_config  # noqa: E402
 from selfsup.engine.seeds import generator_for  # noqa: E402
 from selfsup.eval.linear import fit_logistic_lbfgs  # noqa: E402
 from selfsup.eval.run import load_backbone, probe_data  # noqa: E402
-
-from common import probes  # noqa: E402
 
 
 def supervised_curve(cfg, data, steps: int, batch: int = 128, every: int = 100) -> list:

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
+from common import mean_offdiagonal, row_entropy, short_run  # noqa: E402
+
 import selfsup.methods.swav as swav  # noqa: E402
 from selfsup.engine.trainer import pretrain  # noqa: E402
-
-from common import mean_offdiagonal, row_entropy, short_run  # noqa: E402
 
 
 def main() -> None:

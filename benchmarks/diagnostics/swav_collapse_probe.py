@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
+from common import mean_offdiagonal, row_entropy  # noqa: E402
+
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.datasets import build_dataset  # noqa: E402
 from selfsup.data.views import normalize  # noqa: E402
 from selfsup.engine.checkpoint import load_checkpoint  # noqa: E402
 from selfsup.methods.base import build_method  # noqa: E402
-
-from common import mean_offdiagonal, row_entropy  # noqa: E402
 
 
 def main() -> None:

@@ -175,8 +175,7 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
     reference); PNGs and ``analysis.json`` in ``out``. Returns the numbers and the figure paths."""
     import json
 
-    from selfsup.eval.plots import (plot_accuracy_vs_images, plot_embeddings, plot_nn_distances,
-                                    plot_ratio_distributions)
+    from selfsup.eval.plots import plot_accuracy_vs_images, plot_embeddings, plot_nn_distances, plot_ratio_distributions
     from selfsup.eval.run import config_for, features, load_backbone, probe_data, run_knn, run_linear
 
     if probe not in ("knn", "linear"):

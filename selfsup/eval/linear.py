@@ -31,8 +31,15 @@ from selfsup.config import LinearEvalConfig
 from selfsup.engine.optim import LARS
 from selfsup.engine.supervised import Batch, EpochStats, LoopSettings, train_supervised
 from selfsup.errors import DataError, NonFiniteLossError
-from selfsup.eval.features import (autocast_for, channels_last, default_collate, eval_mode, extract_features,
-                                   make_loader, to_device_batch)
+from selfsup.eval.features import (
+    autocast_for,
+    channels_last,
+    default_collate,
+    eval_mode,
+    extract_features,
+    make_loader,
+    to_device_batch,
+)
 from selfsup.metrics.accuracy import check_labels, mean_per_class_accuracy, topk_accuracy, topk_correct
 
 log = logging.getLogger("selfsup.eval")

@@ -26,10 +26,10 @@ from selfsup.engine.checkpoint import load_backbone_state, load_backbone_weights
 from selfsup.engine.devices import device_for  # noqa: F401  (re-exported for the eval modules)
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
-from selfsup.metrics.knn import knn_classify
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
 from selfsup.eval.protocols import EvalContext, Protocol
 from selfsup.methods.base import backbone_input_size, representation_of
+from selfsup.metrics.knn import knn_classify
 from selfsup.models.registry import create_backbone
 from selfsup.models.vit import LastBlocksTokens, ViTBackbone
 

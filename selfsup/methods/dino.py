@@ -40,8 +40,17 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import dino_multiview_loss, dino_teacher_probs, update_center
 from selfsup.method_args import at_least, check_alpha, positive
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, detached_features, drop_gradients,
-                                  forward_by_resolution, frozen_copy, register_method)
+from selfsup.methods.base import (
+    EMASpec,
+    Method,
+    StepContext,
+    StepOutput,
+    detached_features,
+    drop_gradients,
+    forward_by_resolution,
+    frozen_copy,
+    register_method,
+)
 from selfsup.methods.distributed import all_reduce_mean
 from selfsup.models.heads import DINOHead
 from selfsup.models.registry import create_backbone

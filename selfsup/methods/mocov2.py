@@ -50,8 +50,16 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import moco_multiview_loss
 from selfsup.method_args import MLP_NORMS, at_least, check_alpha
-from selfsup.methods.base import (EMASpec, Method, StepContext, StepOutput, detached_features, forward_by_resolution,
-                                  frozen_copy, register_method)
+from selfsup.methods.base import (
+    EMASpec,
+    Method,
+    StepContext,
+    StepOutput,
+    detached_features,
+    forward_by_resolution,
+    frozen_copy,
+    register_method,
+)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad
 from selfsup.models.heads import MLP
 from selfsup.models.registry import create_backbone

@@ -24,8 +24,14 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import nt_xent_loss
 from selfsup.method_args import at_least, check_alpha
-from selfsup.methods.base import (Method, StepContext, StepOutput, detached_features, forward_by_resolution,
-                                  register_method)
+from selfsup.methods.base import (
+    Method,
+    StepContext,
+    StepOutput,
+    detached_features,
+    forward_by_resolution,
+    register_method,
+)
 from selfsup.methods.distributed import gather_with_grad
 from selfsup.models.heads import MLP
 from selfsup.models.registry import create_backbone

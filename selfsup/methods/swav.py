@@ -53,8 +53,15 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.losses import sinkhorn, swav_multiview_loss
 from selfsup.method_args import MLP_NORMS, at_least, check_alpha, positive
-from selfsup.methods.base import (Method, StepContext, StepOutput, detached_features, drop_gradients,
-                                  forward_by_resolution, register_method)
+from selfsup.methods.base import (
+    Method,
+    StepContext,
+    StepOutput,
+    detached_features,
+    drop_gradients,
+    forward_by_resolution,
+    register_method,
+)
 from selfsup.methods.distributed import all_reduce_mean, gather_no_grad, rank
 from selfsup.models.heads import MLP
 from selfsup.models.registry import create_backbone

@@ -47,8 +47,16 @@ from timm.models.resnetv2 import ResNetV2
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.base import (Backbone, StagedBackbone, norm_act_layer, norm_layer, refuse_options, scale_width,
-                                 select_stem, stage_units)
+from selfsup.models.base import (
+    Backbone,
+    StagedBackbone,
+    norm_act_layer,
+    norm_layer,
+    refuse_options,
+    scale_width,
+    select_stem,
+    stage_units,
+)
 from selfsup.models.registry import register_backbone
 
 __all__ = ["ResNetV2Backbone", "RevUnit", "RevNetBackbone", "VGGBackbone", "build_resnet50v2", "build_revnet50",

@@ -143,9 +143,9 @@ def test_positional_recipe_and_views_inspect_on_every_recipe(tmp_path, capsys):
 
 
 def test_demo_minutes_scale_the_schedule():
-    from selfsup.experiments.demo import budget_overrides
     from selfsup.config import load_config
     from selfsup.errors import ConfigError
+    from selfsup.experiments.demo import budget_overrides
 
     cfg = load_config("demo", [])
     assert budget_overrides(cfg, 14) == [f"train.max_time_s={60 * 14}",

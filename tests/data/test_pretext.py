@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.data.pretext import (generate_permutations, grid_patches, jigsaw_permutations, random_grayscale,
-                                  rotations, standardize)
+from selfsup.data.pretext import (
+    generate_permutations,
+    grid_patches,
+    jigsaw_permutations,
+    random_grayscale,
+    rotations,
+    standardize,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,8 +5,14 @@ import json
 import pytest
 import torch
 
-from selfsup.data.subsets import (class_balanced_subset, dataset_identity, load_subset, save_subset, subset_for,
-                                  subset_filename)
+from selfsup.data.subsets import (
+    class_balanced_subset,
+    dataset_identity,
+    load_subset,
+    save_subset,
+    subset_filename,
+    subset_for,
+)
 from selfsup.errors import DataError
 
 

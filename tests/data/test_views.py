@@ -9,8 +9,14 @@ import torch.nn.functional as F
 
 from selfsup.config import ViewGroupConfig, ViewsConfig
 from selfsup.data import augment as A
-from selfsup.data.views import (MultiViewSampler, ViewParams, Views, center_crop_resize, normalize,
-                                train_crop_flip_sampler)
+from selfsup.data.views import (
+    MultiViewSampler,
+    ViewParams,
+    Views,
+    center_crop_resize,
+    normalize,
+    train_crop_flip_sampler,
+)
 from selfsup.errors import ConfigError
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)

@@ -15,7 +15,6 @@ from selfsup.engine.schedules import set_weight_decay
 from selfsup.engine.trainer import pretrain
 from selfsup.models.registry import create_backbone
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

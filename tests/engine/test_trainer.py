@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from selfsup.config import load_config
-from selfsup.engine.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.engine.batches import StepBatchSampler
+from selfsup.engine.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import CheckpointError, NonFiniteLossError
 from selfsup.methods.relicv2 import RELICv2

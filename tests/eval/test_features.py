@@ -6,7 +6,6 @@ from torch import nn
 
 from selfsup.eval.features import FeatureCache, default_collate, eval_mode, extract_features
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

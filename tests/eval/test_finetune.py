@@ -2,7 +2,6 @@
 non-zero encoder rate), learning on a separable toy set, and the CLI on tiny data with saved subsets."""
 
 import json
-import math
 
 import pytest
 import torch

@@ -11,10 +11,15 @@ from torch import nn
 
 from selfsup.config import LinearEvalConfig
 from selfsup.errors import DataError, NonFiniteLossError
-from selfsup.eval.linear import (cosine_lr, evaluate_linear_head, feature_stats, fit_logistic_lbfgs,
-                                 linear_probe_sgd, stratified_split)
+from selfsup.eval.linear import (
+    cosine_lr,
+    evaluate_linear_head,
+    feature_stats,
+    fit_logistic_lbfgs,
+    linear_probe_sgd,
+    stratified_split,
+)
 from selfsup.metrics.accuracy import topk_accuracy
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,14 @@ import pytest
 from selfsup.config import EvalConfig, load_config
 from selfsup.errors import ConfigError
 from selfsup.eval import protocols as registry
-from selfsup.eval.protocols import (EvalContext, Protocol, get_protocol, protocol_for_result, protocols,
-                                    register_protocol)
+from selfsup.eval.protocols import (
+    EvalContext,
+    Protocol,
+    get_protocol,
+    protocol_for_result,
+    protocols,
+    register_protocol,
+)
 from selfsup.eval.report_run import eval_row
 from selfsup.eval.run import result_name, run_folder
 

@@ -10,8 +10,7 @@ from torchvision.io import write_png
 from selfsup.config import load_config
 from selfsup.data.datasets import build_dataset
 from selfsup.errors import ConfigError, DataError
-from selfsup.eval.robustness import (CORRUPTIONS, CorruptedDataset, corrupt_image, robustness_table,
-                                     run_robustness)
+from selfsup.eval.robustness import CORRUPTIONS, CorruptedDataset, corrupt_image, robustness_table, run_robustness
 from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

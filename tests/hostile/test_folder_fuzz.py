@@ -8,7 +8,6 @@ readable is left.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal

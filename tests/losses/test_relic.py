@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from selfsup.losses import (baseline_alpha, combine_pair_losses, relic_multiview_loss, relic_pair_loss,
-                            sample_candidates, view_pairs)
+from selfsup.losses import (
+    baseline_alpha,
+    combine_pair_losses,
+    relic_multiview_loss,
+    relic_pair_loss,
+    sample_candidates,
+    view_pairs,
+)
 
 
 def _loop_pair_loss(online, target, tau, beta, c, cand):

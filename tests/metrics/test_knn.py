@@ -7,7 +7,6 @@ import torch
 from selfsup.errors import DataError
 from selfsup.metrics.knn import knn_classify, knn_eval, knn_scores
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

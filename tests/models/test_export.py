@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from selfsup.config import ModelConfig
 from selfsup.errors import ConfigError
-from selfsup.models.registry import create_backbone
 from selfsup.models.export import build_target, export_state
+from selfsup.models.registry import create_backbone
 from tests.conftest import TINY, run_cli
 
 

@@ -7,7 +7,6 @@ import torch.nn as nn
 from selfsup.errors import ConfigError
 from selfsup.models.heads import MLP
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from timm.models._efficientnet_blocks import InvertedResidual
 from timm.layers import DropPath
+from timm.models._efficientnet_blocks import InvertedResidual
 
 from selfsup.cli.main import main
 from selfsup.config import ModelConfig, load_config
