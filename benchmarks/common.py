@@ -159,9 +159,9 @@ def row_entropy(p: torch.Tensor) -> float:
 
 
 def short_run(doc: str, method: str, default_steps: int, default_out: str):
-    """The command line of the collapse diagnostics (``diagnostics/dino_collapse.py``, ``diagnostics/swav_collapse.py``):
-    ``RECIPE --steps N [--out DIR] [key=value ...]`` -> the config of a short run of ``method`` without progress bar
-    or kNN monitor."""
+    """The command line of the collapse diagnostics (``diagnostics/dino_collapse.py``,
+    ``diagnostics/swav_collapse.py``): ``RECIPE --steps N [--out DIR] [key=value ...]`` -> the config of a short run of
+    ``method`` without progress bar or kNN monitor."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("recipe")
     ap.add_argument("--steps", type=int, default=default_steps)

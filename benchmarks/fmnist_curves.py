@@ -5,14 +5,14 @@ to raw pixels, the random-init backbone and the same backbone trained with label
     .venv/bin/python benchmarks/fmnist_curves.py --minutes 1 2 --only relicv2_fmnist --long 3   # a quick check
     .venv/bin/python benchmarks/fmnist_curves.py --resume --out DIR     # go on after an interruption (per curve)
 
-Each method runs its shipped recipe ``selfsup/recipes/<method>_fmnist.yaml`` once, with the step schedule calibrated to the
-longest budget (``--minutes``, last value) and backbone snapshots after each shorter budget
+Each method runs its shipped recipe ``selfsup/recipes/<method>_fmnist.yaml`` once, with the step schedule calibrated to
+the longest budget (``--minutes``, last value) and backbone snapshots after each shorter budget
 (``train.snapshot_minutes``): one run, read at several times, is the learning curve a user of that recipe sees. RELICv2
 also runs ``--long`` minutes (its own schedule, snapshots at every budget). The supervised baseline trains the same
 backbone with labels for the longest budget of the run (``--long`` if given) with copies at every budget. Every
 representation is probed the same way: an L-BFGS linear probe on the frozen features of all 60,000 training images and a
-kNN (k = 20) vote, reported on the 10,000 test images. Results go to ``<out>/results.json``, ``<out>/curves.png`` and the
-printed Markdown table (what ``benchmarks/RESULTS.md`` records).
+kNN (k = 20) vote, reported on the 10,000 test images. Results go to ``<out>/results.json``, ``<out>/curves.png`` and
+the printed Markdown table (what ``benchmarks/RESULTS.md`` records).
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@ and DINO with the default multi-crop against DINO with SSLight's view sampling (
 
     .venv/bin/python benchmarks/fmnist_methods.py --minutes 3 [--only dino_fmnist,dino_fmnist_sslight] [key=value ...]
     .venv/bin/python benchmarks/fmnist_methods.py --steps 420 --only dino_fmnist,dino_fmnist_sslight   # equal steps
-    .venv/bin/python benchmarks/fmnist_methods.py --data shapes --steps 312   # the *_shapes recipes on the built-in data
+    .venv/bin/python benchmarks/fmnist_methods.py --data shapes --steps 312  # the *_shapes recipes on the built-in data
 
-Each method runs its small CPU recipe ``selfsup/recipes/<method>_fmnist.yaml`` (DINO + SSLight: ``dino_fmnist_sslight``), the
-same backbone (``convnet_tiny``), batch and optimiser family, with the schedule length calibrated so that its cosine
-schedules finish inside the budget (a short timed run first; see ``common.calibrated_steps``). A random-init backbone
-of the same architecture is the baseline of the same run. ``--data shapes`` screens the ``<method>_shapes`` recipes on
-the built-in data instead (there is no SSLight DINO variant for it). ``--steps N`` trains every method for the same number of
-steps instead (the comparison SSLight makes: equal epochs, not equal time). Results go to ``benchmarks/results/`` as JSON, a bar chart
-as PNG, and the printed Markdown table is what ``benchmarks/RESULTS.md`` records.
+Each method runs its small CPU recipe ``selfsup/recipes/<method>_fmnist.yaml`` (DINO + SSLight:
+``dino_fmnist_sslight``), the same backbone (``convnet_tiny``), batch and optimiser family, with the schedule length
+calibrated so that its cosine schedules finish inside the budget (a short timed run first; see
+``common.calibrated_steps``). A random-init backbone of the same architecture is the baseline of the same run.
+``--data shapes`` screens the ``<method>_shapes`` recipes on the built-in data instead (there is no SSLight DINO variant
+for it). ``--steps N`` trains every method for the same number of steps instead (the comparison SSLight makes: equal
+epochs, not equal time). Results go to ``benchmarks/results/`` as JSON, a bar chart as PNG, and the printed Markdown
+table is what ``benchmarks/RESULTS.md`` records.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def main() -> None:
         row = probes(cfg, load_backbone(cfg, str(run.out_dir / "backbone.safetensors")), data)
         views = cfg.views.large.count + cfg.views.small.count
         stats = view_statistics(cfg.views, num_images=4096, source_size=cfg.data.image_size)
-        row.update(recipe=recipe, steps=run.step, minutes=run.elapsed_s / 60, images_per_s=run.images_per_s, views_per_s=run.images_per_s * views,
+        row.update(recipe=recipe, steps=run.step, minutes=run.elapsed_s / 60, images_per_s=run.images_per_s,
+                   views_per_s=run.images_per_s * views,
                    data_wait=run.data_wait_fraction, final_loss=run.losses[-1], ps_ratio=stats.ps_ratio_mean,
                    views=f"{cfg.views.large.count}x{cfg.views.large.size}"
                          + (f"+{cfg.views.small.count}x{cfg.views.small.size}" if cfg.views.small.count else ""),
@@ -105,12 +107,13 @@ def main() -> None:
                     f"{tag} pretraining per method")
 
     print(f"\n{payload['command']}   ({payload['date']}, {payload['machine']})\n")
-    print("| method | recipe | views | alpha | mean PS_g/PS_l | steps | minutes | images/s | data wait | linear top-1 | "
-          "linear top-5 | kNN k=20 top-1 |")
+    print("| method | recipe | views | alpha | mean PS_g/PS_l | steps | minutes | images/s | data wait | "
+          "linear top-1 | linear top-5 | kNN k=20 top-1 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         if "recipe" not in r:
-            print(f"| {name} | | | | | | | | | {r['linear_top1']:.2f} | {r['linear_top5']:.2f} | {r['knn20_top1']:.2f} |")
+            print(f"| {name} | | | | | | | | | {r['linear_top1']:.2f} | {r['linear_top5']:.2f} "
+                  f"| {r['knn20_top1']:.2f} |")
             continue
         ps = f"{r['ps_ratio']:.2f}" if r["ps_ratio"] is not None else "-"
         alpha = "mean" if r["alpha"] is None else f"{r['alpha']:g}"

@@ -4,10 +4,10 @@ minutes, probed the same way in the same run.
     .venv/bin/python benchmarks/lightly_compare.py --minutes 5                    # sets up .venv-lightly on first use
     .venv/bin/python benchmarks/lightly_compare.py --minutes 2 --methods simclr --workers 0 2
 
-lightly is a benchmark reference, not a dependency: the script installs ``lightly==1.6.0`` (with the project's torch pin)
-into its own virtual environment ``.venv-lightly`` and runs ``benchmarks/lightly_worker.py`` there, which trains with
-lightly's documented transforms, heads, losses and momentum updates around selfsup's backbone. The selfsup side runs the
-same recipe through ``selfsup.engine.pretrain``. Both sides read one recipe, ``<method>_fmnist`` with
+lightly is a benchmark reference, not a dependency: the script installs ``lightly==1.6.0`` (with the project's torch
+pin) into its own virtual environment ``.venv-lightly`` and runs ``benchmarks/lightly_worker.py`` there, which trains
+with lightly's documented transforms, heads, losses and momentum updates around selfsup's backbone. The selfsup side
+runs the same recipe through ``selfsup.engine.pretrain``. Both sides read one recipe, ``<method>_fmnist`` with
 ``--views`` (2 large views for SimCLR and BYOL, because lightly's transforms make two; DINO keeps its 2 + 6), and both
 calibrate their step count to the same budget. The quality monitor is off on the selfsup side (lightly has none), so
 the two loops do the same work. lightly's transforms run per image in ``DataLoader`` workers: ``--workers`` lists the

@@ -4,8 +4,8 @@
 
 It reads the same selfsup recipe (and overrides) as the selfsup side, builds the same backbone from selfsup's registry
 (so the weights load into selfsup's probes unchanged), and trains it the way lightly's documentation does: lightly's
-transforms (``SimCLRTransform``, ``BYOLTransform``, ``DINOTransform``) on PIL images in a ``DataLoader``, lightly's heads
-(``SimCLRProjectionHead``, ``BYOLProjectionHead``/``BYOLPredictionHead``, ``DINOProjectionHead``), losses
+transforms (``SimCLRTransform``, ``BYOLTransform``, ``DINOTransform``) on PIL images in a ``DataLoader``, lightly's
+heads (``SimCLRProjectionHead``, ``BYOLProjectionHead``/``BYOLPredictionHead``, ``DINOProjectionHead``), losses
 (``NTXentLoss``, ``NegativeCosineSimilarity``, ``DINOLoss``), ``update_momentum`` with ``cosine_schedule``, and
 lightly's ``LARS`` when the recipe uses LARS (torch's AdamW/SGD otherwise). Every number of the transform, the heads,
 the loss and the optimiser comes from the recipe; the schedule (warm-up + cosine) is calibrated to the budget as on the
@@ -100,7 +100,8 @@ class Model(torch.nn.Module):
             self.predictor = BYOLPredictionHead(a.projector_dim, a.predictor_hidden, a.projector_dim)
             self.criterion = NegativeCosineSimilarity()
         else:
-            self.head = DINOProjectionHead(d, a.hidden_dim, a.bottleneck_dim, a.out_dim, batch_norm=a.head_norm == "batch",
+            self.head = DINOProjectionHead(d, a.hidden_dim, a.bottleneck_dim, a.out_dim,
+                                           batch_norm=a.head_norm == "batch",
                                            freeze_last_layer=a.freeze_last_layer_epochs,
                                            norm_last_layer=a.norm_last_layer)
             self.criterion = DINOLoss(output_dim=a.out_dim, warmup_teacher_temp=a.warmup_teacher_temperature,
@@ -109,9 +110,11 @@ class Model(torch.nn.Module):
                                       student_temp=a.student_temperature, center_momentum=a.center_momentum)
         if a.name in ("byol", "dino"):
             self.target_backbone = copy.deepcopy(backbone)
-            if a.name == "dino":  # as lightly's DINO example: a second head (its weight-normed layer cannot be deep-copied)
+            if a.name == "dino":
+                # as lightly's DINO example: a second head (its weight-normed layer cannot be deep-copied)
                 self.target_head = DINOProjectionHead(d, a.hidden_dim, a.bottleneck_dim, a.out_dim,
-                                                      batch_norm=a.head_norm == "batch", norm_last_layer=a.norm_last_layer)
+                                                      batch_norm=a.head_norm == "batch",
+                                                      norm_last_layer=a.norm_last_layer)
                 self.target_head.load_state_dict(self.head.state_dict())  # teacher starts as the student (DINO)
             else:
                 self.target_head = copy.deepcopy(self.head)
@@ -189,7 +192,8 @@ def main() -> None:
 
     def step(k, total, warmup, it):
         views = [v.contiguous(memory_format=torch.channels_last) for v in next(it)]
-        lr = peak * (k + 1) / warmup if k < warmup else peak * 0.5 * (1 + math.cos(math.pi * (k - warmup) / max(1, total - warmup)))
+        lr = (peak * (k + 1) / warmup if k < warmup
+              else peak * 0.5 * (1 + math.cos(math.pi * (k - warmup) / max(1, total - warmup))))
         for g in opt.param_groups:
             g["lr"] = lr
         epoch = k // steps_per_epoch
@@ -212,7 +216,8 @@ def main() -> None:
     total = max(10, int(0.95 * 60 * args.minutes * rate))
     model.load_state_dict(init)
     opt = optimizer_for(cfg, model, peak)
-    warmup = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else round(cfg.optim.warmup_epochs * steps_per_epoch)
+    warmup = (cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None
+              else round(cfg.optim.warmup_epochs * steps_per_epoch))
     warmup = max(1, min(warmup, total))
     model.train()
     t0 = time.perf_counter()
@@ -227,7 +232,8 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in backbone.state_dict().items()},
-              str(args.out / "backbone.safetensors"), metadata={"format": "selfsup-checkpoint-v1", "config": to_yaml(cfg)})
+              str(args.out / "backbone.safetensors"),
+              metadata={"format": "selfsup-checkpoint-v1", "config": to_yaml(cfg)})
     stats = {"steps": k + 1, "planned_steps": total, "images_per_s": timed / t_timed if t_timed else 0.0,
              "minutes": elapsed / 60, "final_loss": last, "workers": args.workers}
     (args.out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")

@@ -58,7 +58,8 @@ def main() -> None:
             (args.out / "results.json").write_text(json.dumps(
                 {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "machine": machine(cfg),
                  "checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "rows": rows}, indent=1) + "\n")
-    if args.linear_reference or args.linear_only:  # the L-BFGS linear probe on the same labelled images: what fine-tuning must beat
+    # the L-BFGS linear probe on the same labelled images: what fine-tuning must beat
+    if args.linear_reference or args.linear_only:
         from selfsup.data.subsets import dataset_identity, subset_for
         from selfsup.eval.linear import fit_logistic_lbfgs
         from selfsup.eval.run import features, load_backbone

@@ -1,9 +1,9 @@
 """Typed configuration: one schema for pretraining and evaluation, YAML recipes and ``key=value`` overrides.
 
-A run is described by :class:`Config`. Recipes in ``selfsup/recipes/`` are partial YAML files merged over the defaults below; any
-key can then be overridden on the command line with a dotted path (``optim.base_lr=0.1``, ``views.large.count=2``).
-Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate`` methods. Every failure becomes
-one :class:`~selfsup.errors.ConfigError` line that names the option.
+A run is described by :class:`Config`. Recipes in ``selfsup/recipes/`` are partial YAML files merged over the defaults
+below; any key can then be overridden on the command line with a dotted path (``optim.base_lr=0.1``,
+``views.large.count=2``). Merging and type checking are OmegaConf's; ranges and choices are checked in ``validate``
+methods. Every failure becomes one :class:`~selfsup.errors.ConfigError` line that names the option.
 
 The method block is method-specific: ``method.name`` picks a dataclass from :data:`METHOD_ARGS` (the registry of
 :mod:`selfsup.method_args`, filled by each method's file when :mod:`selfsup.methods` is imported), and the other
@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -32,8 +32,8 @@ from selfsup.method_args import METHOD_ARGS
 # Schema
 # --------------------------------------------------------------------------------------------------------------------
 
-#: Checks of ``data.dataset`` and of the chosen dataset's own settings (e.g. ``data.train_size`` of the built-in shapes),
-#: run first by :meth:`DataConfig.validate`. Datasets register in the data layer, above this one
+#: Checks of ``data.dataset`` and of the chosen dataset's own settings (e.g. ``data.train_size`` of the built-in
+#: shapes), run first by :meth:`DataConfig.validate`. Datasets register in the data layer, above this one
 #: (:func:`selfsup.data.registry.register_dataset`), which this layer never imports: once the built-ins are registered,
 #: the data layer adds its check here (:mod:`selfsup.data.sources`). A process that has loaded the data layer (any
 #: import of ``selfsup.data.datasets``) so refuses a bad dataset setting when the config is loaded; ``build_dataset``
@@ -51,18 +51,25 @@ class DataConfig:
     """
 
     dataset: str = "shapes"
-    root: Optional[str] = None  # folder/cifar: the directory; shards: a `selfsup data pack` output; fashion_mnist: overrides the Debian path
+    # folder/cifar: the directory; shards: a `selfsup data pack` output; fashion_mnist: overrides the Debian path
+    root: Optional[str] = None
     test_root: Optional[str] = None  # folder: the evaluation folder (default: ROOT/val or ROOT/test if present)
-    image_size: int = 32  # folders: short side resized to this (then centre-cropped, except crop_from=whole); built-ins: native or resized
-    crop_from: str = "whole"  # folders, pretraining: views are cropped from the whole image (aspect kept) or its centre square ("center")
-    decode: str = "auto"  # folders/shards, pretraining: "device" decodes JPEGs batched on the training device (nvJPEG on CUDA); auto: device on CUDA, else cpu
-    max_aspect: float = 3.0  # folders with crop_from=whole: the long side is cut (centred) to at most this many short sides
+    # folders: short side resized to this (then centre-cropped, except crop_from=whole); built-ins: native or resized
+    image_size: int = 32
+    # folders, pretraining: views are cropped from the whole image (aspect kept) or its centre square ("center")
+    crop_from: str = "whole"
+    # folders/shards, pretraining: "device" decodes JPEGs batched on the training device (nvJPEG on CUDA);
+    # auto: device on CUDA, else cpu
+    decode: str = "auto"
+    # folders with crop_from=whole: the long side is cut (centred) to at most this many short sides
+    max_aspect: float = 3.0
     # built-in procedural dataset ("shapes"; checked in selfsup.data.sources.shapes)
     num_classes: int = 10
     train_size: int = 10000
     test_size: int = 2000
     spurious: float = 0.0  # probability that an image's background family is the one tied to its class
-    test_spurious: Optional[float] = None  # the test split's (None: as spurious; 0 = backgrounds shuffled across classes)
+    # the test split's (None: as spurious; 0 = backgrounds shuffled across classes)
+    test_spurious: Optional[float] = None
     backgrounds: Optional[List[str]] = None  # background families drawn from (None: all; see selfsup.data.shapes)
     # any dataset
     limit: Optional[int] = None  # use only the first N images of each split (quick runs)
@@ -392,8 +399,8 @@ FINETUNE_SCHEDULES = ("step", "cosine")
 class FinetuneEvalConfig:
     """Fine-tuning of the pretrained encoder with a new linear classifier (:mod:`selfsup.eval.finetune`).
 
-    The defaults are RELICv2's semi-supervised protocol (App. D.2) for the 10% subset; ``selfsup/recipes/eval/`` holds the
-    paper presets (RELICv2 1% / 10%, SSLight 1% / 10%, plain fine-tuning on all labels).
+    The defaults are RELICv2's semi-supervised protocol (App. D.2) for the 10% subset; ``selfsup/recipes/eval/`` holds
+    the paper presets (RELICv2 1% / 10%, SSLight 1% / 10%, plain fine-tuning on all labels).
     """
 
     labels: float = 0.1  # fraction of the training labels used, class-balanced (1.0 = all: plain fine-tuning)
@@ -532,7 +539,8 @@ class TapsEvalConfig:
         if self.sgd_weight_decay < 0:
             raise ConfigError(f"eval.taps.sgd_weight_decay must be >= 0, got {self.sgd_weight_decay}")
         if list(self.sgd_milestones) != sorted(self.sgd_milestones) or any(m < 1 for m in self.sgd_milestones):
-            raise ConfigError(f"eval.taps.sgd_milestones must be increasing epochs >= 1, got {list(self.sgd_milestones)}")
+            raise ConfigError(
+                f"eval.taps.sgd_milestones must be increasing epochs >= 1, got {list(self.sgd_milestones)}")
 
 
 @dataclass
@@ -701,7 +709,7 @@ def recipe_dirs() -> List[Path]:
 
 def list_presets() -> List[str]:
     """The evaluation presets: ``selfsup/recipes/eval/*.yaml`` of every recipe folder, as ``eval/<name>``."""
-    names = set()
+    names: Set[str] = set()
     for d in recipe_dirs():
         if (d / "eval").is_dir():
             names.update(f"eval/{p.stem}" for p in (d / "eval").glob("*.yaml"))
@@ -722,7 +730,7 @@ def find_preset(name_or_path: str) -> Path:
 
 
 def list_recipes() -> List[str]:
-    names = set()
+    names: Set[str] = set()
     for d in recipe_dirs():
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.yaml"))
@@ -801,8 +809,8 @@ def _schema(method_name: str) -> DictConfig:
 def load_config(recipe: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[dict] = None,
                 presets: Sequence[str] = ()) -> Config:
     """Defaults <- ``base`` (e.g. the config stored in a checkpoint) <- recipe <- presets <- overrides, typed and
-    validated. A preset is a recipe too (usually one of ``selfsup/recipes/eval/``, named ``eval/<name>`` or by its bare name)
-    layered after the main recipe: an evaluation protocol applied to any run."""
+    validated. A preset is a recipe too (usually one of ``selfsup/recipes/eval/``, named ``eval/<name>`` or by its bare
+    name) layered after the main recipe: an evaluation protocol applied to any run."""
     layers: List[DictConfig] = []
     if base is not None:
         layers.append(OmegaConf.create(base))
@@ -860,7 +868,7 @@ def _merge_layers(layers: Sequence[DictConfig]) -> DictConfig:
         new, old = OmegaConf.select(layer, "method.name"), OmegaConf.select(raw, "method.name")
         if new is not None and old is not None and new != old:
             del raw["method"]
-        raw = OmegaConf.merge(raw, layer)
+        raw = cast(DictConfig, OmegaConf.merge(raw, layer))  # a merge over a DictConfig is a DictConfig
     return raw
 
 

@@ -22,7 +22,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union, overload
 
 from selfsup.errors import ConfigError, DataError
 
@@ -162,6 +162,12 @@ class Fields:
                     wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
                     raise self.error(f"{key}[{i}]", f"must be {wanted}, not {_kind(item)}")
         return value
+
+    @overload
+    def mapping(self, key: str) -> "Fields": ...
+
+    @overload
+    def mapping(self, key: str, default: Any = _MISSING, *, allow_none: bool = False) -> Optional["Fields"]: ...
 
     def mapping(self, key: str, default: Any = _MISSING, *, allow_none: bool = False) -> Optional["Fields"]:
         """A nested mapping as :class:`Fields` (``None`` when absent with ``default=None`` or null with

@@ -3,8 +3,8 @@
 They sit below ``methods`` (DINO's teacher temperature and momentum use them) and ``engine`` (which writes the values
 into the optimiser, see :mod:`selfsup.engine.schedules`).
 
-* Learning rate (RELICv2/BYOL, method-details A2 and B 1.3): ``peak = scaled_lr(base_lr, global_batch)``, a linear warm-up,
-  then a cosine decay to ``final`` (``optim.min_lr_ratio * peak``).
+* Learning rate (RELICv2/BYOL, method-details A2 and B 1.3): ``peak = scaled_lr(base_lr, global_batch)``, a linear
+  warm-up, then a cosine decay to ``final`` (``optim.min_lr_ratio * peak``).
 * Target EMA momentum (BYOL, RELICv2 A2): ``gamma_k = 1 - (1 - gamma_base) (cos(pi k / K) + 1) / 2``.
 * Generic cosine (:func:`cosine_schedule`): SSLight's ViT weight decay 0.04 -> 0.4 (B 1.3), DINO-style schedules.
 """

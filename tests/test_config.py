@@ -14,7 +14,8 @@ def test_every_recipe_loads():
         cfg = load_config(name)
         assert isinstance(cfg, Config)
         prefix = name.split("_")[1 if name.startswith("sslight_") else 0]
-        assert cfg.method.name == {"demo": "relicv2", "saliency": "relicv2"}.get(prefix, prefix)  # saliency_*: RELICv2 data
+        # saliency_*: RELICv2 data
+        assert cfg.method.name == {"demo": "relicv2", "saliency": "relicv2"}.get(prefix, prefix)
         assert cfg.name == name
 
 

@@ -5,7 +5,9 @@ backbone + a linear classifier trained *with labels* (cross-entropy, horizontal 
 batch 128) for ``--steps`` steps, its test top-1 printed every 100 steps. A task on which supervised training stays near
 chance in the demo's budget cannot show self-supervised learning either.
 
-    .venv/bin/python benchmarks/diagnostics/shapes_difficulty.py --classes 5 10 --steps 600 [key=value overrides of selfsup/recipes/demo.yaml]
+    .venv/bin/python benchmarks/diagnostics/shapes_difficulty.py --classes 5 10 --steps 600 [key=value ...]
+
+(``key=value``: overrides of selfsup/recipes/demo.yaml.)
 
 Data and backbone are the demo recipe's (8,000 train / 2,000 test images at 32 px, ``convnet_tiny``). Results go to
 benchmarks/results/shapes_difficulty.json; the printed Markdown table is what benchmarks/LOGBOOK.md records.

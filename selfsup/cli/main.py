@@ -1,8 +1,9 @@
 """``selfsup``: pretrain, evaluate and demo from the command line.
 
-Every command takes a recipe (a name from ``selfsup/recipes/`` or a YAML path) and any number of ``key=value`` overrides of the
-config (``selfsup pretrain relicv2_fmnist train.steps=200 optim.base_lr=0.1``). A mistake the user can fix (a bad option,
-a missing file, a corrupt image, a diverging run) prints one line, ``selfsup: error: ...``, and exits with status 2.
+Every command takes a recipe (a name from ``selfsup/recipes/`` or a YAML path) and any number of ``key=value``
+overrides of the config (``selfsup pretrain relicv2_fmnist train.steps=200 optim.base_lr=0.1``). A mistake the user can
+fix (a bad option, a missing file, a corrupt image, a diverging run) prints one line, ``selfsup: error: ...``, and exits
+with status 2.
 
 Each command is a module of :mod:`selfsup.cli` with ``add_parser(subparsers)`` and ``run(args) -> int``; this module
 assembles them: the parser, the recipe given as the first positional argument, the dispatch and the error handling.

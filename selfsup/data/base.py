@@ -23,7 +23,7 @@ def _triple(values: Sequence[float]) -> Tuple[float, float, float]:
     v = tuple(float(x) for x in values)
     if len(v) != 3:
         raise ConfigError(f"mean/std need 3 values (R, G, B), got {list(values)}")
-    return v  # type: ignore[return-value]
+    return v
 
 
 class ImageDataset(Dataset):
@@ -52,7 +52,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __getitems__(self, indices: Sequence[int]) -> List[Optional[Dict[str, Any]]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[Optional[Dict[str, Any]]]:
         """Batched fetch used by ``DataLoader`` (one call per batch); subclasses make it faster where they can."""
         return [self[int(i)] for i in indices]
 
@@ -80,7 +80,8 @@ class InMemoryDataset(ImageDataset):
 
     def __init__(self, images: Tensor, labels: Tensor, *, num_classes: Optional[int], mean: Sequence[float],
                  std: Sequence[float], masks: Optional[Tensor] = None, class_names: Optional[List[str]] = None):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        if (images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3
+                or images.shape[2] != images.shape[3]):
             raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")

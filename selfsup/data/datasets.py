@@ -8,14 +8,14 @@ Every dataset is an :class:`~selfsup.data.base.ImageDataset` whose items are dic
 * ``mask``: uint8 ``(1, S, S)``, ``255`` = foreground (soft, anti-aliased values in between), only when
   ``dataset.has_masks``.
 
-Augmentation is *not* done here: the views of a step are rendered batched by :class:`selfsup.data.views.MultiViewSampler`,
-so a dataset only has to deliver the source images, and :func:`~selfsup.data.base.collate` stacks them. Two kinds of
-datasets:
+Augmentation is *not* done here: the views of a step are rendered batched by
+:class:`selfsup.data.views.MultiViewSampler`, so a dataset only has to deliver the source images, and
+:func:`~selfsup.data.base.collate` stacks them. Two kinds of datasets:
 
 * **In memory** (:class:`~selfsup.data.base.InMemoryDataset`: Fashion-MNIST, CIFAR-10/100 and the procedural shapes of
-  :mod:`selfsup.data.shapes`): one uint8 tensor ``(N, 3, S, S)``, resized once at load time if ``data.image_size`` is not
-  the native size. :meth:`~selfsup.data.base.InMemoryDataset.__getitems__` gathers a whole batch with one indexing op,
-  which ``torch.utils.data.DataLoader`` uses instead of one ``__getitem__`` call per image.
+  :mod:`selfsup.data.shapes`): one uint8 tensor ``(N, 3, S, S)``, resized once at load time if ``data.image_size`` is
+  not the native size. :meth:`~selfsup.data.base.InMemoryDataset.__getitems__` gathers a whole batch with one indexing
+  op, which ``torch.utils.data.DataLoader`` uses instead of one ``__getitem__`` call per image.
 * **Files** (:class:`~selfsup.data.sources.folder.FolderDataset`, :class:`~selfsup.data.shards.ShardDataset`): an
   ImageFolder layout (one sub-folder per class), a flat folder of unlabelled images or packed shards, decoded lazily
   from disk in ``__getitem__``; the short side is resized to ``S`` and the centre ``S x S`` crop kept. A corrupt image

@@ -206,6 +206,7 @@ class EncodedImageDataset(ImageDataset):
     """
 
     device_decode: bool = False
+    _label_list: List[int]  # python ints, set by subclasses with ``labels``
 
     def _setup(self, image_size: int, skip_corrupt: bool, max_pixels: Optional[int], whole: bool,
                max_aspect: float) -> None:
@@ -292,7 +293,7 @@ def decode_on_device(batch: Dict[str, Any], dataset: EncodedImageDataset, device
         batch.update(image=torch.empty(0, 3, 0, 0, dtype=torch.uint8, device=device),
                      size=torch.empty(0, 2, dtype=torch.int64), label=batch["label"][:0], index=batch["index"][:0])
         return batch
-    kept = [images[k].to(device) for k in keep]
+    kept = [im.to(device) for im in images if im is not None]  # the images of ``keep``, in order
     sel = torch.tensor(keep, dtype=torch.int64)
     batch.update(image=pad_stack(kept), size=torch.tensor([tuple(im.shape[-2:]) for im in kept], dtype=torch.int64),
                  label=batch["label"].index_select(0, sel), index=batch["index"].index_select(0, sel))

@@ -177,7 +177,7 @@ _ARRAY_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_-]+)(\.[0-9a-f]{8,64})?\.npy$")
 def _array_name_ok(name: str, split: str) -> bool:
     """Whether ``name`` is a plain file name of an array a cache writer makes for ``split`` (no folder part)."""
     m = _ARRAY_NAME.match(name)
-    return bool(m) and m.group("split") == split
+    return m is not None and m.group("split") == split
 
 
 class MaskCache:
@@ -189,7 +189,7 @@ class MaskCache:
         self.path = path
 
     @staticmethod
-    def paths(directory: os.PathLike, split: str):
+    def paths(directory: str | os.PathLike, split: str):
         """``(legacy array, metadata)``: ``<split>.npy`` (the array of an older cache whose JSON names none) and
         ``<split>.json``, the file a reader looks up first."""
         d = Path(directory)
@@ -217,7 +217,7 @@ class MaskCache:
         return record, meta.parent / name
 
     @classmethod
-    def open(cls, directory: os.PathLike, split: str, expect: Optional[Dict[str, Any]] = None) -> "MaskCache":
+    def open(cls, directory: str | os.PathLike, split: str, expect: Optional[Dict[str, Any]] = None) -> "MaskCache":
         """Open ``<directory>/<split>``; with ``expect`` (a :func:`dataset_fingerprint`) a mismatch is a DataError."""
         _, meta = cls.paths(directory, split)
         if not meta.is_file():
@@ -305,10 +305,12 @@ class MaskProvider:
             assert self.cache is not None
             masks = edit_masks(self.cache.get(batch["index"], side, images.device), v.mask_edit, v.mask_edit_fraction)
             if not square:
+                assert sizes is not None  # square otherwise
                 masks = place_masks(masks, sizes, (H, W), "centre")
         else:
             drawn = random_masks(v.mask_source, global_batch or b, side, v.mask_area, generator)
             masks = drawn[rows if rows is not None else slice(0, b)].to(images.device)
             if not square:
+                assert sizes is not None  # square otherwise
                 masks = place_masks(masks, sizes, (H, W), "whole", mode="nearest")
         return masks

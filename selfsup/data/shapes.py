@@ -32,15 +32,15 @@ experiment measure reliance on the spurious cue.
 
 **Rendering.** Each shape is a 256 px template (drawn with Pillow at 1024 px and area-averaged, so its edge is already
 anti-aliased). An image's mask is the template warped by the object's affine transform onto a grid 4x finer than the
-image (``grid_sample``) and area-averaged 4x4 (``avg_pool2d``): soft, anti-aliased masks, computed in one batched call per
-class. Textures and backgrounds are smooth at pixel scale and rendered directly at the image resolution; the image is
-``mask * object + (1 - mask) * background``.
+image (``grid_sample``) and area-averaged 4x4 (``avg_pool2d``): soft, anti-aliased masks, computed in one batched call
+per class. Textures and backgrounds are smooth at pixel scale and rendered directly at the image resolution; the image
+is ``mask * object + (1 - mask) * background``.
 
 **Determinism.** Image ``i`` of a split depends only on ``(seed, split, i)``: its random numbers are one vector drawn
 from ``np.random.default_rng([seed, split_id, 0, i])``, and labels come in blocks of ``num_classes`` consecutive images,
-each block a permutation of the classes drawn from ``np.random.default_rng([seed, split_id, 1, block])`` (exactly balanced
-classes in any prefix of whole blocks, e.g. under ``data.limit``). The train (``split_id`` 0) and test (1) streams are
-disjoint, and the same configuration gives bit-identical tensors.
+each block a permutation of the classes drawn from ``np.random.default_rng([seed, split_id, 1, block])`` (exactly
+balanced classes in any prefix of whole blocks, e.g. under ``data.limit``). The train (``split_id`` 0) and test (1)
+streams are disjoint, and the same configuration gives bit-identical tensors.
 
 **Statistics.** ``mean`` / ``std`` are measured on the first ``stats_images`` (default 2048) train images of the same
 configuration, for both splits, and cached per process.
@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, cast
 
 import numpy as np
 import torch
@@ -231,7 +231,8 @@ def _photos_for_size(image_size: int) -> Tuple[Tensor, ...]:
         h, w = a.shape[:2]
         if min(h, w) > target:  # Pillow's antialiased (support-scaled) bilinear downscale: milliseconds
             k = target / min(h, w)
-            a = np.array(Image.fromarray(a).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR))
+            a = np.array(Image.fromarray(a).resize((max(1, round(w * k)), max(1, round(h * k))),
+                                                   Image.Resampling.BILINEAR))
         t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
         out.append(t.to(torch.float32).div_(255.0).unsqueeze(0).contiguous())
     return tuple(out)
@@ -257,7 +258,8 @@ def _split_id(split: str) -> int:
 
 
 def image_uniforms(seed: int, split: str, start: int, stop: int) -> np.ndarray:
-    """float32 ``(stop - start, NUM_UNIFORMS)``: image ``i``'s vector comes from ``default_rng([seed, split, 0, i])``."""
+    """float32 ``(stop - start, NUM_UNIFORMS)``: image ``i``'s vector comes from
+    ``default_rng([seed, split, 0, i])``."""
     sid = _split_id(split)
     out = np.empty((stop - start, NUM_UNIFORMS), dtype=np.float32)
     for row, i in enumerate(range(start, stop)):
@@ -531,7 +533,8 @@ def generate_shapes(num_classes: int, image_size: int, start: int, stop: int, sp
         raise ConfigError(f"data.spurious must be in [0, 1], got {spurious}")
     unknown = [b for b in backgrounds if b not in BACKGROUND_FAMILIES]
     if unknown or not backgrounds:
-        raise ConfigError(f"data.backgrounds must name some of {', '.join(BACKGROUND_FAMILIES)}; got {list(backgrounds)}")
+        raise ConfigError(
+            f"data.backgrounds must name some of {', '.join(BACKGROUND_FAMILIES)}; got {list(backgrounds)}")
     s = image_size
     with _one_thread():
         return _generate(num_classes, s, start, stop, split, spurious, seed, tuple(backgrounds))
@@ -640,6 +643,6 @@ def save_grid(dataset: InMemoryDataset, path: str, count: int = 64, columns: int
         y0, x0 = r * (s + 2), c * (cell_w + 4)
         sheet[y0:y0 + s, x0:x0 + s] = dataset.images[start + k].permute(1, 2, 0).numpy()
         if cell_w > s:
-            m = dataset.masks[start + k, 0].numpy()  # type: ignore[union-attr]
+            m = cast(Tensor, dataset.masks)[start + k, 0].numpy()  # cell_w > s only when the dataset has masks
             sheet[y0:y0 + s, x0 + s + 2:x0 + 2 * s + 2] = m[:, :, None]
     Image.fromarray(sheet).save(path)

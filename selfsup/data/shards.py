@@ -101,13 +101,13 @@ def is_shard_split(directory: os.PathLike) -> bool:
         return False
 
 
-def check_pack_output(out: os.PathLike, sources: Iterable[Optional[os.PathLike]],
+def check_pack_output(out: os.PathLike, sources: Iterable[Optional[Union[str, os.PathLike]]],
                       splits: Sequence[str] = SPLIT_NAMES) -> Path:
     """Refuse, before any work, an ``OUT`` that is, contains or sits inside one of ``sources`` (the source folder and
     its split folders), and an ``OUT/<split>`` that exists and is neither empty nor a split ``data pack`` wrote."""
     out = Path(out).expanduser()
-    sources = [Path(s).expanduser() for s in sources if s is not None]
-    for src in sources:
+    source_dirs = [Path(s).expanduser() for s in sources if s is not None]
+    for src in source_dirs:
         if src.exists() and same_or_nested(out, src):
             raise ConfigError(f"OUT {out} is, contains or sits inside the source {src}; write the shards somewhere "
                               f"else")
@@ -118,7 +118,7 @@ def check_pack_output(out: os.PathLike, sources: Iterable[Optional[os.PathLike]]
                                   f"OUT {out}: {p} is a file, not a folder")
             break
     for name in splits:
-        claim_output_dir(out / name, "OUT ", marker="selfsup.json", owned=_owned_marker, sources=sources)
+        claim_output_dir(out / name, "OUT ", marker="selfsup.json", owned=_owned_marker, sources=source_dirs)
     return out
 
 

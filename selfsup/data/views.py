@@ -419,7 +419,7 @@ class MultiViewSampler:
                generator: Optional[torch.Generator] = None, sizes: Optional[Tensor] = None) -> Views:
         """Draw parameters for ``images`` (boxes placed for each image's ``sizes``, default the batch's H, W) and
         render them."""
-        params = self.sample_params(images.shape[0], generator, source_size=tuple(images.shape[-2:]))
+        params = self.sample_params(images.shape[0], generator, source_size=(images.shape[-2], images.shape[-1]))
         return self(images, masks, params, sizes)
 
     def place(self, params: ViewParams, sizes: Tensor) -> ViewParams:

@@ -12,7 +12,7 @@ views are rendered and, with ``train.channels_last``, laid out channels-last.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -55,7 +55,8 @@ class StepBatchSampler(Sampler[List[int]]):
         return max(0, self.total_steps - self.start_step)
 
     def __iter__(self) -> Iterator[List[int]]:
-        epoch, perm = -1, None
+        epoch = -1
+        perm: Tensor  # drawn at the first step (no step is in epoch -1)
         for step in range(self.start_step, self.total_steps):
             e, k = divmod(step, self.steps_per_epoch)
             if e != epoch:
@@ -125,6 +126,8 @@ class Batches:
 
     def _load(self, step: int) -> Dict[str, Any]:
         """The loaded (and decoded) batch of ``step``, its unreadable images counted, refilled under DDP."""
+        if self.it is None:
+            raise TypeError("Batches.next before Batches.start: the loader is not iterating")
         batch = next(self.it)
         if "items" in batch:  # data.decode=device: the batch's JPEGs are decoded together on the device
             batch = decode_on_device(batch, self.dataset, self.fabric.device)
@@ -154,7 +157,7 @@ class _Prefetch:
     def __init__(self, draw: Callable[[int], Any]) -> None:
         self.draw = draw
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfsup-views")
-        self.future = None
+        self.future: Optional[Future] = None
         self.step: Optional[int] = None
 
     def start(self, step: int) -> None:

@@ -15,7 +15,8 @@ def device_for(cfg: Config) -> torch.device:
     there is none is a one-line error."""
     acc = cfg.train.accelerator
     if acc in ("cuda", "gpu") and not torch.cuda.is_available():
-        raise ConfigError(f"train.accelerator={acc} but no CUDA device is available (use train.accelerator=cpu or auto)")
+        raise ConfigError(f"train.accelerator={acc} but no CUDA device is available "
+                          "(use train.accelerator=cpu or auto)")
     if acc in ("cuda", "gpu") or (acc == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")

@@ -1,7 +1,7 @@
 """The target network of BYOL/RELICv2 (and DINO's teacher): an exponential moving average of the online network.
 
-``g <- gamma * g + (1 - gamma) * f`` after each optimiser step (RELICv2 Algorithm 1, method-details A2 / B 3.1), with gamma
-from :func:`selfsup.schedules.cosine_ema_momentum`.
+``g <- gamma * g + (1 - gamma) * f`` after each optimiser step (RELICv2 Algorithm 1, method-details A2 / B 3.1), with
+gamma from :func:`selfsup.schedules.cosine_ema_momentum`.
 
 Only **parameters** are averaged (BYOL's ``target_params`` are an EMA of ``online_params``; the BN state is not part of
 it). Buffers (BatchNorm running statistics, ``num_batches_tracked``) are left alone: the target runs its own forward
@@ -26,7 +26,8 @@ def _matched_params(target: nn.Module, online: nn.Module) -> tuple[List[torch.Te
         t_names = {n for n, _ in t_named}
         o_names = {n for n, _ in o_named}
         diff = sorted(t_names ^ o_names)[:5]
-        raise ValueError(f"EMA target and online networks have different parameters (e.g. {diff or 'a different order'})")
+        raise ValueError("EMA target and online networks have different parameters "
+                         f"(e.g. {diff or 'a different order'})")
     for (name, t), (_, o) in zip(t_named, o_named):
         if t.shape != o.shape:
             raise ValueError(f"EMA parameter '{name}' has shape {tuple(t.shape)} in the target "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import List, Literal, cast
 
 import torch
 
@@ -18,11 +19,15 @@ from selfsup.errors import ConfigError
 __all__ = ["check_devices", "locks_the_run_folder", "make_fabric", "resolve_precision"]
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
+#: what ``train.precision`` resolves to (the config accepts only these, ``32`` and ``auto``)
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+
+
+def resolve_precision(precision: str, accelerator: str) -> Precision:
     """``auto``: bf16 autocast on CUDA devices that support it, full fp32 elsewhere (bf16 on CPUs without it is
     slow)."""
     if precision != "auto":
-        return "32-true" if precision == "32" else precision
+        return cast(Precision, "32-true" if precision == "32" else precision)  # one of them: the config checked it
     if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
@@ -54,11 +59,11 @@ def make_fabric(cfg: Config, out_dir: Path):
     """The run's Fabric (``train.accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``precision``) with a
     TensorBoard logger in ``<out_dir>/tensorboard``; it reads and writes nothing in ``out_dir`` yet."""
     from lightning.fabric import Fabric
-    from lightning.fabric.loggers import TensorBoardLogger
+    from lightning.fabric.loggers import Logger, TensorBoardLogger
 
     t = cfg.train
     check_devices(t)
-    loggers = [TensorBoardLogger(root_dir=str(out_dir), name="tensorboard", version="")]
+    loggers: List[Logger] = [TensorBoardLogger(root_dir=str(out_dir), name="tensorboard", version="")]
     return Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                   precision=resolve_precision(t.precision, t.accelerator), loggers=loggers)
 

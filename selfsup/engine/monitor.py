@@ -74,6 +74,8 @@ class QualityMonitor:
                  is_main: bool) -> None:
         m = cfg.monitor
         self.cfg, self.device, self.is_main = cfg, device, is_main
+        if train_set.num_classes is None:  # build_monitor makes none for unlabelled data
+            raise TypeError("QualityMonitor needs a labelled train_set (its num_classes is None)")
         self.num_classes = int(train_set.num_classes)
         self.classifier: Optional[OnlineClassifier] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
@@ -84,9 +86,10 @@ class QualityMonitor:
         self.last: Dict[str, float] = {}  # the latest kNN / online test values (for the progress bar)
         self.train_top1: Optional[float] = None  # running mean (EMA 0.9) of the online classifier's batch accuracy
         self.seconds = 0.0  # time spent in the monitor
-        self._bank = self._queries = None
+        self._bank: Optional[Subset] = None
+        self._queries: Optional[Subset] = None
         if self.every and is_main:
-            self._bank, self._queries = _knn_subsets(cfg, train_set)
+            self._bank, self._queries = knn_subsets(cfg, train_set)
 
     # ---------------------------------------------------------------------------------------------------- per step
     def after_step(self, features: Optional[Tensor], labels: Tensor, step: int, total_steps: int,
@@ -101,7 +104,7 @@ class QualityMonitor:
     def train_step(self, features: Optional[Tensor], labels: Tensor) -> Dict[str, float]:
         """One step of the online classifier on this rank's detached large-view features ``(L * B, F)`` (view-major)
         and the batch's labels ``(B,)``, gathered over the ranks. Returns ``online_loss`` and ``online_top1``."""
-        if self.classifier is None or features is None:
+        if self.classifier is None or self.optimizer is None or features is None:  # the two are made together
             return {}
         t0 = time.perf_counter()
         x = features.detach().float().flatten(1)
@@ -126,7 +129,7 @@ class QualityMonitor:
     @torch.no_grad()
     def evaluate(self, backbone: nn.Module) -> Dict[str, float]:
         """kNN top-1 of the current backbone on the fixed subsets, and the online classifier's test top-1 (rank 0)."""
-        if not self.is_main or self._bank is None:
+        if not self.is_main or self._bank is None or self._queries is None:  # the two are made together
             return {}
         t0 = time.perf_counter()
         was_training = backbone.training
@@ -166,7 +169,7 @@ class QualityMonitor:
     # ---------------------------------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict:
         state: dict = {"last": dict(self.last), "seconds": self.seconds}
-        if self.classifier is not None:
+        if self.classifier is not None and self.optimizer is not None:  # the two are made together
             state["classifier"] = self.classifier.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -174,12 +177,12 @@ class QualityMonitor:
     def load_state_dict(self, state: dict) -> None:
         self.last = {str(k): float(v) for k, v in state.get("last", {}).items()}
         self.seconds = float(state.get("seconds", 0.0))
-        if self.classifier is not None and "classifier" in state:
+        if self.classifier is not None and self.optimizer is not None and "classifier" in state:
             self.classifier.load_state_dict(state["classifier"])
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _knn_subsets(cfg: Config, train_set: ImageDataset):
+def knn_subsets(cfg: Config, train_set: ImageDataset):
     """The fixed memory bank (training images) and queries (test images, else other training images), seeded."""
     m = cfg.monitor
     if hasattr(train_set, "centre_square"):  # pretraining's whole-image / still-encoded items: probe centre squares

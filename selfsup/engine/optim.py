@@ -97,12 +97,14 @@ def param_groups(model: nn.Module, weight_decay: float, *, depthwise_no_decay: b
 
     * ``no_decay``: every parameter with ``ndim <= 1`` (biases, norm scales and shifts): ``weight_decay 0``,
       ``wd_factor 0``, ``lars_exclude True``.
-    * ``depthwise`` (only if ``depthwise_no_decay``): 4-D kernels with ``shape[1] == 1`` (depthwise convs, SSLight's rule for
-      MobileNetV2): ``weight_decay 0``, ``wd_factor 0``, ``lars_exclude False`` (the trust ratio still applies).
+    * ``depthwise`` (only if ``depthwise_no_decay``): 4-D kernels with ``shape[1] == 1`` (depthwise convs, SSLight's
+      rule for MobileNetV2): ``weight_decay 0``, ``wd_factor 0``, ``lars_exclude False`` (the trust ratio still
+      applies).
     * ``regular``: everything else: ``weight_decay``, ``wd_factor 1``, ``lars_exclude False``.
 
     Frozen parameters (``requires_grad False``) are skipped; empty groups are dropped. Each group has a ``name`` key.
-    ``wd_factor`` lets :func:`selfsup.engine.schedules.set_weight_decay` change the decay while keeping no-decay groups at 0.
+    ``wd_factor`` lets :func:`selfsup.engine.schedules.set_weight_decay` change the decay while keeping no-decay groups
+    at 0.
     """
     regular: List[nn.Parameter] = []
     no_decay: List[nn.Parameter] = []

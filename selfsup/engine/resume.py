@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -169,7 +169,7 @@ def _optimizer_misfit(optimizer, saved: dict, saved_name: Any, name: str) -> Opt
     ids = [p for g in groups for p in g["params"]]
     if len(set(ids)) != len(ids):
         return "'optimizer.param_groups' lists a parameter twice"
-    params = {}
+    params: Dict[Any, torch.Tensor] = {}  # saved parameter id -> the current parameter
     for n, (old, new) in enumerate(zip(groups, now)):
         if len(old["params"]) != len(new["params"]):
             return (f"'optimizer.param_groups[{n}]' holds {len(old['params'])} parameters, the current optimiser's "

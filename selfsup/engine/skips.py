@@ -2,7 +2,7 @@
 
 A count of skip events would grow with each epoch that draws the same broken file and with each process that draws it;
 what a user wants to know is how many *images* are unreadable. So the count is of dataset indices: each process notes
-the indices its batches asked for and did not get back, the processes join their sets (:func:`_union`, a collective) at
+the indices its batches asked for and did not get back, the processes join their sets (:func:`union`, a collective) at
 each checkpoint, and the checkpoint keeps the joined set (``skipped_indices``) so that a resumed run continues it. An
 older checkpoint holds the count alone (``skipped``): it is kept as a floor.
 """
@@ -44,7 +44,7 @@ class SkippedImages:
 
     def sync(self, fabric) -> None:
         """Join every process's indices into ``known`` (a collective: every process must call it)."""
-        self.known = _union(fabric, self.known | self.recent)
+        self.known = union(fabric, self.known | self.recent)
         self.recent.clear()
 
     def state(self) -> Dict[str, object]:
@@ -58,7 +58,7 @@ def _missing(asked: Iterable[int], got: torch.Tensor) -> Set[int]:
     return {int(i) for i in asked if int(i) not in kept}
 
 
-def _union(fabric, indices: Set[int]) -> Set[int]:
+def union(fabric, indices: Set[int]) -> Set[int]:
     """The union of every process's ``indices`` (a collective: every process must call it)."""
     if fabric.world_size == 1:
         return set(indices)

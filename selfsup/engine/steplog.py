@@ -3,7 +3,7 @@
 :class:`StepLogger` takes each step's values (the loss and schedules from :class:`~selfsup.engine.step.TrainStep`,
 the monitor's), adds the throughput (source images per second over the global batch, excluding the first step, which
 pays for warm-up allocations), the share of time spent waiting for data, the monitor's share of the run's time and
-the distinct images skipped, and writes them: every step to ``train_log.csv`` (:class:`_StepLog`), every
+the distinct images skipped, and writes them: every step to ``train_log.csv`` (:class:`StepLog`), every
 ``train.log_every_steps`` steps (and the last) to TensorBoard as ``train/*``, the kNN values as ``monitor/*`` whenever
 measured, and a postfix on the progress bar.
 """
@@ -25,7 +25,7 @@ __all__ = ["MONITOR_EVAL_KEYS", "StepLogger", "Throughput"]
 MONITOR_EVAL_KEYS = ("knn_top1", "online_test_top1")  # written to TensorBoard as monitor/* whenever measured
 
 
-class _StepLog:
+class StepLog:
     """``train_log.csv``: one row per step, appended; rows at or after a resumed step are dropped first.
 
     The rows kept from an earlier log are those whose step is an integer below the resumed step and above the row
@@ -110,7 +110,7 @@ class StepLogger:
         self.monitor, self.skips, self.clock = monitor, skips, clock
         self.monitor_start = monitor.seconds if monitor is not None else 0.0
         self.throughput = Throughput(batch_size, start_step)
-        self.csv = _StepLog(out_dir / "train_log.csv", start_step) if fabric.is_global_zero else None
+        self.csv = StepLog(out_dir / "train_log.csv", start_step) if fabric.is_global_zero else None
         self.progress = _progress_bar(progress and fabric.is_global_zero, start_step, total_steps)
 
     def write(self, step: int, logs: Dict[str, float], t0: float, t1: float, t2: float) -> None:
@@ -123,11 +123,11 @@ class StepLogger:
         logs["data_wait"] = self.throughput.data_wait()
         if self.skips.any():  # distinct images; other processes' since the last checkpoint join at the next
             logs["skipped"] = self.skips.count()
-        if self.fabric.is_global_zero:
-            self._publish(step, logs, t2)
+        if self.csv is not None:  # rank 0 (fabric.is_global_zero): the process that writes
+            self._publish(self.csv, step, logs, t2)
 
-    def _publish(self, step: int, logs: Dict[str, float], t2: float) -> None:
-        self.csv.write({"step": step - 1, **logs, "time_s": round(self.clock.elapsed(t2), 3)})
+    def _publish(self, csv: StepLog, step: int, logs: Dict[str, float], t2: float) -> None:
+        csv.write({"step": step - 1, **logs, "time_s": round(self.clock.elapsed(t2), 3)})
         if step % self.log_every == 0 or step == self.total_steps:
             self.fabric.log_dict({f"train/{k}": v for k, v in logs.items() if k not in MONITOR_EVAL_KEYS}, step=step)
         if any(k in logs for k in MONITOR_EVAL_KEYS):  # kNN steps need not fall on a logging step
@@ -141,6 +141,8 @@ class StepLogger:
 
     def monitor_fraction(self) -> float:
         """The monitor's share of this invocation's wall-clock time so far."""
+        if self.monitor is None:
+            raise ValueError("this run has no quality monitor")
         return (self.monitor.seconds - self.monitor_start) / max(self.clock.elapsed(time.perf_counter()), 1e-9)
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -54,6 +54,9 @@ from selfsup.engine.stopping import StopRules
 from selfsup.fileio import atomic_write_bytes
 from selfsup.metafiles import make_output_dir
 from selfsup.methods.base import Method, build_method
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 __all__ = ["RunResult", "pretrain", "train_loop"]
 
@@ -110,7 +113,7 @@ def _run_and_release(fabric, *args) -> RunResult:
 class Parts:
     """The named parts of one invocation's loop (see the module docstring), built by :func:`_build`."""
 
-    fabric: object
+    fabric: Fabric
     batches: Batches
     step: TrainStep
     guard: CheckpointGuard
@@ -225,7 +228,7 @@ def _build(fabric, cfg: Config, out_dir: Path, resume: Optional[str], stop_at_st
                  clock=clock, start_step=start_step, total_steps=total)
 
 
-def _build_method(fabric, cfg: Config) -> nn.Module:
+def _build_method(fabric, cfg: Config) -> Method:
     """The method (its initialisation draws from the seeded global generator), with SyncBatchNorm under multi-GPU DDP
     (``train.sync_bn``) and channels-last weights (``train.channels_last``)."""
     method: Method = build_method(cfg)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.config import Config
 from selfsup.errors import CheckpointError, ConfigError, DataError
 from selfsup.metafiles import Fields, make_output_dir
 
@@ -59,7 +60,7 @@ def pick_classes(class_names: Optional[Sequence[str]], num_classes: int, wanted:
 
 
 def nn_distances(feats: torch.Tensor, labels: torch.Tensor, classes: Sequence[int], per_class: int = 50,
-                 k: int = 5) -> Dict[str, object]:
+                 k: int = 5) -> Dict[str, Any]:
     """Nearest neighbours within the first ``per_class`` test images of each of ``classes`` (in that order).
 
     Returns ``{"index" (M,) dataset indices, "labels" (M,), "neighbours" (M, k) positions in 0..M-1, "distances"
@@ -83,7 +84,7 @@ def nn_distances(feats: torch.Tensor, labels: torch.Tensor, classes: Sequence[in
 
 
 def discriminant_ratios(feats: torch.Tensor, labels: torch.Tensor, max_points: int = 4000,
-                        seed: int = 0) -> Dict[str, object]:
+                        seed: int = 0) -> Dict[str, Any]:
     """Per-image ratio of the mean distance to other-class images over the mean distance to same-class images, on a
     seeded subset of at most ``max_points`` images (the full distance matrix is ``max_points^2``)."""
     n = feats.shape[0]
@@ -170,7 +171,7 @@ def snapshot_files(run_dir: Path) -> List[Tuple[int, Path]]:
 
 def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), classes: Sequence[str] = (),
                  per_class: int = 50, max_points: int = 2000, probe: str = "knn", curve: bool = True,
-                 embedding: bool = True, random_init: bool = False, progress: bool = True) -> Dict[str, object]:
+                 embedding: bool = True, random_init: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Every analysis for every run (``random_init`` adds the random-init backbone of the first run's config as a
     reference); PNGs and ``analysis.json`` in ``out``. Returns the numbers and the figure paths."""
     import json
@@ -211,7 +212,7 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
         backbone = load_backbone(cfg, src)
         feats = features(cfg, backbone, data, progress)
         xte, yte = feats[2], feats[3]
-        chosen = pick_classes(class_names, data.train.num_classes, classes)
+        chosen = pick_classes(class_names, data.num_classes, classes)
         nn_res[name] = nn_distances(xte, yte, chosen, per_class=per_class)
         ratios[name] = discriminant_ratios(xte, yte, max_points=max(max_points, 2 * per_class), seed=cfg.seed)
         summary[name] = {"same_class_nn": nn_res[name]["same_class"], "ratio_median": ratios[name]["median"],
@@ -236,7 +237,7 @@ def run_analysis(runs: Sequence[str], out: Path, overrides: Sequence[str] = (), 
     if embeds:
         figures["embedding"] = str(plot_embeddings(embeds, out / "embedding.png", class_names))
     if any(len(pts) >= 2 for pts in curves.values()):  # one point is not a curve
-        k = first_cfg.eval.knn.k[0]
+        k = cast(Config, first_cfg).eval.knn.k[0]  # set by the first source (there is at least one)
         figures["accuracy_vs_images"] = str(plot_accuracy_vs_images(
             curves, out / "accuracy_vs_images.png",
             f"kNN k={k} top-1 (%)" if probe == "knn" else "linear probe top-1 (%)"))

@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sized, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -37,11 +37,11 @@ Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 def default_collate(items: List[Optional[Mapping[str, Any]]]) -> Dict[str, torch.Tensor]:
     """Stack ``image`` into ``(B, 3, S, S)`` uint8 and ``label`` into ``(B,)`` int64; ``None`` items are dropped."""
-    items = [it for it in items if it is not None]
-    if not items:
+    kept = [it for it in items if it is not None]
+    if not kept:
         return {"image": torch.empty(0, 3, 0, 0, dtype=torch.uint8), "label": torch.empty(0, dtype=torch.long)}
-    images = torch.stack([torch.as_tensor(it["image"]) for it in items])
-    labels = torch.tensor([int(it["label"]) for it in items], dtype=torch.long)
+    images = torch.stack([torch.as_tensor(it["image"]) for it in kept])
+    labels = torch.tensor([int(it["label"]) for it in kept], dtype=torch.long)
     return {"image": images, "label": labels}
 
 
@@ -110,8 +110,9 @@ def extract_features(backbone: nn.Module, dataset: Dataset, *, preprocess: Prepr
     feats: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
     skipped = 0
-    with eval_mode(backbone), tqdm(total=len(dataset), desc=desc, unit="img", unit_scale=True, disable=not progress,
-                                   dynamic_ncols=True, leave=False) as bar:
+    # map-style datasets have a length (Dataset does not declare it)
+    with eval_mode(backbone), tqdm(total=len(cast(Sized, dataset)), desc=desc, unit="img", unit_scale=True,
+                                   disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for batch in loader:
             images = batch["image"]
             skipped += int(batch.get("skipped", 0))
@@ -127,7 +128,7 @@ def extract_features(backbone: nn.Module, dataset: Dataset, *, preprocess: Prepr
     if skipped:
         log.warning("%s: %d unreadable images skipped (data.skip_corrupt=true)", where, skipped)
     if not feats:
-        raise DataError(f"no readable image in {where}: all {len(dataset)} were skipped as unreadable")
+        raise DataError(f"no readable image in {where}: all {len(cast(Sized, dataset))} were skipped as unreadable")
     return torch.cat(feats), torch.cat(labels)
 
 

@@ -5,10 +5,10 @@ Protocols (``eval.finetune``; presets in ``selfsup/recipes/eval/``):
 RELICv2, App. D.2 (after Zhai et al. 2019, SimCLR, BYOL, SwAV)
     The encoder is initialised from the pretrained representation and a randomly initialised linear layer is put on its
     pooled features (``head: backbone``). Both train with cross-entropy, SGD with Nesterov momentum 0.9 and *separate
-    learning rates* for the linear layer and the encoder (as SwAV's ``eval_semisup``), 20 epochs, the rates multiplied by
-    0.2 at epochs 12 and 16 (``schedule: step``). 1%: batch 2048, rates 10 (head) and 0.04 (encoder), no weight decay.
-    10%: batch 512, rates 0.3 and 0.004, weight decay 1e-5. Training images: random-resized crop + flip; test images:
-    the probes' centre crop.
+    learning rates* for the linear layer and the encoder (as SwAV's ``eval_semisup``), 20 epochs, the rates multiplied
+    by 0.2 at epochs 12 and 16 (``schedule: step``). 1%: batch 2048, rates 10 (head) and 0.04 (encoder), no weight
+    decay. 10%: batch 512, rates 0.3 and 0.004, weight decay 1e-5. Training images: random-resized crop + flip; test
+    images: the probes' centre crop.
 
 SSLight, App. B
     The classifier sits on the *second layer of the pretrained MLP head* (``head: projector``, as in DINO, SimCLRv2 and
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sized, Union, cast
 
 import torch
 from torch import nn
@@ -102,8 +102,9 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
              test_transform: Callable[[torch.Tensor], torch.Tensor], num_classes: int, cfg: FinetuneEvalConfig,
              device: Device = "cpu", seed: int = 0, collate_fn: Optional[Callable] = None, progress: bool = True,
              amp: bool = False, num_workers: int = 0,
-             log_fn: Optional[Callable[[Dict[str, float]], None]] = None) -> Dict[str, object]:
-    """Train ``trunk`` (on ``device`` already) and a new ``nn.Linear`` classifier on ``train_ds``; report on ``test_ds``.
+             log_fn: Optional[Callable[[Dict[str, float]], None]] = None) -> Dict[str, Any]:
+    """Train ``trunk`` (on ``device`` already) and a new ``nn.Linear`` classifier on ``train_ds``; report on
+    ``test_ds``.
 
     Two SGD parameter groups: the classifier at ``cfg.head_lr``, everything in ``trunk`` at ``cfg.encoder_lr``; both
     follow :func:`finetune_lr` per step. ``cfg.epochs`` epochs over ``train_ds`` (reshuffled each epoch by a generator
@@ -115,10 +116,10 @@ def finetune(trunk: nn.Module, train_ds: Dataset, test_ds: Dataset, *,
     :class:`NonFiniteLossError` when the loss diverges.
     """
     device = torch.device(device)
-    n_train = len(train_ds)
+    n_train = len(cast(Sized, train_ds))  # map-style datasets have a length (Dataset does not declare it)
     if n_train == 0:
         raise DataError("fine-tuning needs at least one labelled training image")
-    dim = features_dim(trunk, test_ds if len(test_ds) else train_ds, test_transform, device, collate_fn)
+    dim = features_dim(trunk, test_ds if len(cast(Sized, test_ds)) else train_ds, test_transform, device, collate_fn)
     classifier = nn.Linear(dim, num_classes)
     with torch.no_grad():
         classifier.weight.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(int(seed)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Sized, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +149,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, l2: floa
 def fit_logistic_lbfgs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                        num_classes: int, l2_grid: Sequence[float], val_fraction: float = 0.1, max_iter: int = 500,
                        seed: int = 0, device: Device = "cpu", dtype: torch.dtype = torch.float32,
-                       return_model: bool = False, metric: str = "top1") -> Dict[str, object]:
+                       return_model: bool = False, metric: str = "top1") -> Dict[str, Any]:
     """The L-BFGS linear evaluation of Revisiting SSL (method-details A6 and B 2.4) on cached features.
 
     1. **Standardisation** (ours; the paper does not say): every feature is centred and scaled by the mean and standard
@@ -204,12 +204,12 @@ def fit_logistic_lbfgs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     if val_idx.numel():
         xf, yf = xtr[fit_idx.to(device)], ytr[fit_idx.to(device)]
         xv, yv = xtr[val_idx.to(device)], ytr[val_idx.to(device)]
-        best_correct = -1
+        best_correct: float = -1
         init = None
         for l2 in grid:
             w, b, n_iter = fit_logistic(xf, yf, num_classes=num_classes, l2=l2, max_iter=max_iter, init=init)
             val_logits = torch.addmm(b, xv, w.T)
-            correct = int(topk_correct(val_logits, yv, 1).sum())
+            correct: float = int(topk_correct(val_logits, yv, 1).sum())
             val_top1[l2] = 100.0 * correct / yv.numel()
             if metric == "mean_per_class":  # the selection score; ties still go to the larger l2
                 correct = mean_per_class_accuracy(val_logits, yv, num_classes)
@@ -233,7 +233,7 @@ def fit_logistic_lbfgs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     test["mean_per_class"] = mean_per_class_accuracy(head(xte), yte, num_classes) if yte.numel() else float("nan")
     train = evaluate_linear_head(head, xtr, ytr, ks=(1,))
     log.info("L-BFGS probe: l2=%g test top-1 %.2f%%, train top-1 %.2f%%", best_l2, test["top1"], train["top1"])
-    out: Dict[str, object] = {"top1": test["top1"], "top5": test["top5"], "mean_per_class": test["mean_per_class"],
+    out: Dict[str, Any] = {"top1": test["top1"], "top5": test["top5"], "mean_per_class": test["mean_per_class"],
                               "l2": best_l2, "val_top1": val_top1,
                               "train_top1": train["top1"], "iterations": iterations, "refit_iterations": refit_iter,
                               "num_fit": int(fit_idx.numel()), "num_val": int(val_idx.numel())}
@@ -264,9 +264,9 @@ def features_dim(backbone: nn.Module, dataset: Dataset, transform: Callable[[tor
     n = getattr(backbone, "num_features", None)
     if isinstance(n, int) and n > 0:
         return n
-    if len(dataset) == 0:
+    if len(cast(Sized, dataset)) == 0:  # map-style datasets have a length (Dataset does not declare it)
         raise DataError("cannot infer the feature width of the backbone from an empty dataset")
-    batch = (collate_fn or default_collate)([dataset[i] for i in range(min(2, len(dataset)))])
+    batch = (collate_fn or default_collate)([dataset[i] for i in range(min(2, len(cast(Sized, dataset))))])
     with eval_mode(backbone):
         out = backbone(channels_last(transform(to_device_batch(batch["image"], device))))
     return int(out.flatten(1).shape[1])
@@ -276,8 +276,8 @@ def shuffled_loader(dataset: Dataset, batch_size: int, seed: int, collate_fn: Op
                     num_workers: int = 0) -> DataLoader:
     """The training loader of the SGD probe and of fine-tuning: ``dataset`` reshuffled every epoch by a generator
     seeded with ``seed``, in batches of ``batch_size``, the last, smaller batch kept."""
-    sampler = BatchSampler(RandomSampler(dataset, generator=torch.Generator().manual_seed(int(seed))), batch_size,
-                           drop_last=False)
+    sampler = BatchSampler(RandomSampler(cast(Sized, dataset), generator=torch.Generator().manual_seed(int(seed))),
+                           batch_size, drop_last=False)
     return make_loader(dataset, batch_size, collate_fn, device, num_workers, batch_sampler=sampler)
 
 
@@ -301,7 +301,7 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
                      cfg: LinearEvalConfig, device: Device = "cpu", seed: int = 0,
                      collate_fn: Optional[Callable] = None, progress: bool = True, amp: bool = False,
                      num_workers: int = 0, log_fn: Optional[Callable[[Dict[str, float]], None]] = None
-                     ) -> Dict[str, object]:
+                     ) -> Dict[str, Any]:
     """The SGD linear evaluation of RELICv2 (App. D.1) and of its official code (method-details B 3.1), trained by
     :func:`selfsup.engine.supervised.train_supervised`.
 
@@ -328,10 +328,10 @@ def linear_probe_sgd(backbone: nn.Module, train_ds: Dataset, test_ds: Dataset, *
     "epochs", "steps", "lr" (peak), "final_lr"}``. Raises :class:`NonFiniteLossError` if the loss diverges.
     """
     device = torch.device(device)
-    n_train = len(train_ds)
+    n_train = len(cast(Sized, train_ds))  # map-style datasets have a length (Dataset does not declare it)
     if n_train == 0:
         raise DataError("the linear probe needs at least one training image")
-    dim = features_dim(backbone, test_ds if len(test_ds) else train_ds, test_transform, device, collate_fn)
+    dim = features_dim(backbone, test_ds if len(cast(Sized, test_ds)) else train_ds, test_transform, device, collate_fn)
 
     head = nn.Linear(dim, num_classes)
     init_gen = torch.Generator().manual_seed(int(seed))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import matplotlib
+import numpy as np
 import torch
 
 matplotlib.use("Agg")
@@ -14,6 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from selfsup.errors import DataError  # noqa: E402
 from selfsup.metafiles import read_csv_log  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.collections import PathCollection
 
 
 def save_figure(fig, png: Path, tight: bool = False) -> Path:
@@ -25,7 +29,7 @@ def save_figure(fig, png: Path, tight: bool = False) -> Path:
     return png
 
 
-#: the columns of ``train_log.csv`` (``selfsup.engine.steplog._StepLog.FIELDS``; every one of them is a number)
+#: the columns of ``train_log.csv`` (``selfsup.engine.steplog.StepLog.FIELDS``; every one of them is a number)
 TRAIN_LOG_COLUMNS = ("step", "loss", "lr", "weight_decay", "ema_momentum", "images_per_s", "data_wait", "time_s",
                      "online_loss", "online_top1", "knn_top1", "online_test_top1", "monitor_fraction", "skipped",
                      "pretext_top1")
@@ -128,7 +132,7 @@ def _plot_monitor(ax, rows: Sequence[Dict[str, str]], curves) -> None:
     ax.legend(loc="lower right", fontsize=8)
 
 
-def _to_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def _to_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(3, H, W) normalised float -> (H, W, 3) in [0, 1] for imshow."""
     m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
@@ -184,8 +188,9 @@ def plot_bars(results: Dict[str, Dict[str, float]], metric_keys: Sequence[str], 
     return png
 
 
-def plot_learning_curves(curves: Dict[str, Dict[float, Dict[str, float]]], baselines: Dict[str, Dict[str, float]],
-                         png: Path, title: str, x_label: str = "pretraining wall-clock minutes") -> Path:
+def plot_learning_curves(curves: Dict[str, Dict[Union[float, str], Dict[str, float]]],
+                         baselines: Dict[str, Dict[str, float]], png: Path, title: str,
+                         x_label: str = "pretraining wall-clock minutes") -> Path:
     """Probe accuracy against training time: one panel per probe (``linear_top1``, ``knn20_top1``), one line per
     representation (``curves[name][minutes][probe]``), and the ``baselines`` (raw pixels, random init) as horizontal
     dashed lines."""
@@ -222,7 +227,7 @@ def plot_neighbours(queries: torch.Tensor, bank, neighbours: Dict[str, torch.Ten
     fig, axes = plt.subplots(q, cols, figsize=(1.1 * cols + 0.4 * len(names), 1.15 * q + 0.6), dpi=100,
                              squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.12})
     for r in range(q):
-        panels = [(queries[r], None)]
+        panels: List[Tuple[Any, Optional[int]]] = [(queries[r], None)]
         for name in names:
             panels += [(bank[int(i)], int(i)) for i in neighbours[name][r]]
         for c, (ax, (img, idx)) in enumerate(zip(axes[r], panels)):
@@ -269,7 +274,9 @@ def plot_nn_distances(results: Dict[str, dict], png: Path, class_names: Optional
         ax.set_xlim(-0.5, m - 0.5)
         ax.set_ylim(m - 0.5, -0.5)
         ax.set_title(f"{name}: {100 * r['same_class']:.1f}% same class", fontsize=9)
-    fig.colorbar(scatter, ax=axes[0].tolist(), label="l2 distance (normalised features)", shrink=0.85)
+    # set by the first panel: max() above refuses an empty ``results``
+    fig.colorbar(cast("PathCollection", scatter), ax=axes[0].tolist(), label="l2 distance (normalised features)",
+                 shrink=0.85)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, png, tight=True)
 
@@ -283,8 +290,9 @@ def plot_ratio_distributions(ratios: Dict[str, torch.Tensor], png: Path,
     bins = torch.linspace(lo, hi, 60).numpy()
     for i, (name, r) in enumerate(ratios.items()):
         med = float(r.median())
-        ax.hist(r.numpy(), bins=bins, density=True, histtype="step", lw=1.6, color=f"C{i}",
-                label=f"{name} (median {med:.3f})")
+        # matplotlib's stubs omit arrays for ``bins``; hist takes any array-like
+        ax.hist(r.numpy(), bins=bins, density=True, histtype="step", lw=1.6,  # type: ignore[arg-type]
+                color=f"C{i}", label=f"{name} (median {med:.3f})")
         ax.axvline(med, color=f"C{i}", ls="--", lw=1)
     ax.axvline(1.0, color="gray", lw=0.8)
     ax.set_xlabel("mean distance to other classes / mean distance within the class")
@@ -429,7 +437,7 @@ def plot_saliency_grid(images: torch.Tensor, maps: Dict[str, torch.Tensor], png:
     fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.3 * n + (0.4 if title else 0)), squeeze=False)
     x = images.float() / 255.0
     for i in range(n):
-        panels = [("image", x[i].permute(1, 2, 0).numpy(), None)]
+        panels: List[Tuple[str, np.ndarray, Optional[str]]] = [("image", x[i].permute(1, 2, 0).numpy(), None)]
         for name, m in maps.items():
             mi = m[i].float().clamp(0, 1)
             fg = (mi >= threshold).float()

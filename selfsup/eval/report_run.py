@@ -50,7 +50,7 @@ def check_eval(res: Any, path: Any) -> Dict[str, Any]:
         f.string(key, _ABSENT)
     for key in _EVAL_NUMBER_MAPS:
         sub = f.mapping(key, _ABSENT)
-        if sub is not _ABSENT:
+        if isinstance(sub, Fields):  # else _ABSENT: the key is not there
             for k in sub.obj:
                 sub.number(k)
     return res
@@ -166,13 +166,14 @@ def _summary(run_dir: Path, info: Dict[str, Any], rows: List[Dict[str, str]]) ->
     """The run's table: what it is (method, backbone, dataset) and how its pretraining went (from the log's rows)."""
     batch = info.get("batch")
     step = int(float(rows[-1]["step"])) + 1 if rows else None
+    time_s, images_per_s, loss = _last(rows, "time_s"), _last(rows, "images_per_s"), _last(rows, "loss")
     return {
         "run": run_dir.name or run_dir.resolve().name or str(run_dir),
         "method": info.get("method"), "backbone": info.get("backbone"), "dataset": info.get("dataset"),
         "steps": step, "images seen": step * batch if step and batch else None, "batch": batch,
-        "training minutes": round(_last(rows, "time_s") / 60, 1) if _last(rows, "time_s") else None,
-        "images/s": round(_last(rows, "images_per_s"), 1) if _last(rows, "images_per_s") else None,
-        "final loss": round(_last(rows, "loss"), 4) if _last(rows, "loss") is not None else None,
+        "training minutes": round(time_s / 60, 1) if time_s else None,
+        "images/s": round(images_per_s, 1) if images_per_s else None,
+        "final loss": round(loss, 4) if loss is not None else None,
         "monitor kNN top-1": _last(rows, "knn_top1"), "monitor online linear top-1": _last(rows, "online_test_top1"),
     }
 
@@ -215,7 +216,7 @@ def eval_row(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
     defines it)."""
     check_eval(res, name)
     proto = res.get("protocol", name.split("_")[0])
-    row = {"top1": res.get("top1", res.get("k20_top1", res.get("clean_top1"))),
+    row: Dict[str, Any] = {"top1": res.get("top1", res.get("k20_top1", res.get("clean_top1"))),
            "top5": res.get("top5", res.get("k20_top5")), "detail": []}
     protocol = protocol_for_result(proto)
     if protocol is not None:
@@ -230,19 +231,20 @@ def robustness_blocks(evals: List[Tuple[str, Dict[str, Any]]]) -> List[Tuple[str
     (its short names), mean."""
     from selfsup.eval.robustness import CORRUPTIONS, robustness_table
 
-    blocks = []
+    blocks: List[Tuple[str, List[str], List[Any]]] = []
     for name, res in evals:
         corr = res.get("corruptions")
         if res.get("protocol") != "robustness" or not corr:
             continue
-        names = [c for c in CORRUPTIONS if c in corr] + [c for c in corr if c not in CORRUPTIONS]
+        names: List[str] = [c for c in CORRUPTIONS if c in corr] + [c for c in corr if c not in CORRUPTIONS]
         known = [c for c in names if c in CORRUPTIONS]
         short: Dict[str, str] = {}
         if known:  # the short names robustness_table gives the known corruptions
             head = robustness_table({"clean_top1": 0.0, "corruptions": {c: 0.0 for c in known}})[0]
             short = dict(zip(known, [c.strip() for c in head.strip().strip("|").split("|")][1:-1]))
-        blocks.append((name, ["clean"] + [short.get(c, c) for c in names] + ["mean"],
-                       [res.get("clean_top1")] + [corr[c] for c in names] + [res.get("mean_corrupted_top1")]))
+        header: List[str] = ["clean"] + [short.get(c, c) for c in names] + ["mean"]
+        values: List[Any] = [res.get("clean_top1")] + [corr[c] for c in names] + [res.get("mean_corrupted_top1")]
+        blocks.append((name, header, values))
     return blocks
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ class CorruptedDataset(Dataset):
         self.base, self.corruption, self.severity, self.seed = base, corruption, int(severity), int(seed)
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(cast(Sized, self.base))  # a map-style dataset (Dataset does not declare its length)
 
     def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
         item = self.base[index]

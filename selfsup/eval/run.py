@@ -28,7 +28,7 @@ from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd
 from selfsup.eval.protocols import EvalContext, Protocol
-from selfsup.methods.base import backbone_input_size, representation_of
+from selfsup.methods.base import Method, backbone_input_size, representation_of
 from selfsup.metrics.knn import knn_classify
 from selfsup.models.registry import create_backbone
 from selfsup.models.vit import LastBlocksTokens, ViTBackbone
@@ -86,6 +86,13 @@ class ProbeData:
     test: ImageDataset
     size: int
 
+    @property
+    def num_classes(self) -> int:
+        """The train split's class count (:func:`probe_data` refuses a dataset without labels)."""
+        if self.train.num_classes is None:
+            raise ConfigError("the probe's train split has no labels; probes need a labelled dataset")
+        return self.train.num_classes
+
     def preprocess(self, cfg: Config):
         mean, std, size, ratio = self.train.mean, self.train.std, self.size, cfg.eval.crop_ratio
 
@@ -141,13 +148,13 @@ def features(cfg: Config, backbone: nn.Module, data: ProbeData, progress: bool =
 
 
 def run_linear(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, progress: bool = True,
-               feats=None) -> Dict[str, float]:
+               feats=None) -> Dict[str, Any]:
     """The linear probe of ``cfg.eval.linear.protocol``: L-BFGS on cached features (A6) or the SGD protocol (D.1)."""
     data = data or probe_data(cfg)
     lc = cfg.eval.linear
     if lc.protocol == "lbfgs":
         xtr, ytr, xte, yte = feats if feats is not None else features(cfg, backbone, data, progress)
-        res = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=data.train.num_classes, l2_grid=lc.l2_grid,
+        res = fit_logistic_lbfgs(xtr, ytr, xte, yte, num_classes=data.num_classes, l2_grid=lc.l2_grid,
                                  val_fraction=lc.val_fraction, max_iter=lc.max_iter, seed=cfg.seed,
                                  device=device_for(cfg))
         return {"protocol": "lbfgs", "top1": res["top1"], "top5": res["top5"], "l2": res["l2"],
@@ -159,7 +166,7 @@ def run_linear(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = Non
         return crop.sample(images, None, generator).large[0]
 
     res = linear_probe_sgd(backbone.to(dev), data.train, data.test, train_transform=train_transform,
-                           test_transform=data.preprocess(cfg), num_classes=data.train.num_classes, cfg=lc,
+                           test_transform=data.preprocess(cfg), num_classes=data.num_classes, cfg=lc,
                            device=dev, seed=cfg.seed, collate_fn=collate, progress=progress)
     return {"protocol": "sgd", "top1": res["top1"], "top5": res["top5"], "epochs": res["epochs"]}
 
@@ -176,25 +183,26 @@ def run_knn(cfg: Config, backbone: nn.Module, data: Optional[ProbeData] = None, 
                         xtr.shape[0])
             out[f"k{k}_clamped_to"] = int(xtr.shape[0])
         res = knn_classify(xtr, ytr, xte, yte, k=k, temperature=cfg.eval.knn.temperature,
-                           num_classes=data.train.num_classes)
+                           num_classes=data.num_classes)
         out[f"k{k}_top1"], out[f"k{k}_top5"] = res["top1"], res["top5"]
     return out
 
 
 def run_finetune(cfg: Config, checkpoint: Optional[str], progress: bool = True,
-                 data: Optional[ProbeData] = None) -> Dict[str, object]:
+                 data: Optional[ProbeData] = None) -> Dict[str, Any]:
     """Fine-tune the pretrained encoder (``checkpoint``; random init when None: the supervised baseline) with a new
     linear classifier on a class-balanced ``eval.finetune.labels`` fraction of the training labels, drawn with
     ``eval.finetune.subset_seed`` and saved in (or read from) ``eval.finetune.subset_dir``; report on the test split.
     See :mod:`selfsup.eval.finetune` for the protocols."""
-    from torch.utils.data import Subset
+    from torch.utils.data import Dataset, Subset
 
     from selfsup.data.subsets import dataset_identity, subset_for
     from selfsup.eval.finetune import Trunk, finetune, head_prefix, pretrained_head
 
     fc = cfg.eval.finetune
     data = data or probe_data(cfg)
-    if fc.head == "projector":  # the weights first: a checkpoint that does not fit is refused before any file is written
+    # the weights first: a checkpoint that does not fit is refused before any file is written
+    if fc.head == "projector":
         method = load_method(cfg, checkpoint)
         trunk = Trunk(method.backbone, head_prefix(pretrained_head(method), fc.head_layers))
     else:
@@ -204,7 +212,7 @@ def run_finetune(cfg: Config, checkpoint: Optional[str], progress: bool = True,
     if fc.labels < 1:
         identity = dataset_identity(cfg.data.dataset, "train", labels, data.train.num_classes)
         indices, subset_path = subset_for(labels, identity, fc.labels, fc.subset_seed, Path(fc.subset_dir))
-        train_ds = Subset(data.train, indices.tolist())
+        train_ds: Dataset = Subset(data.train, indices.tolist())
     else:
         train_ds = data.train
     dev = device_for(cfg)
@@ -214,13 +222,13 @@ def run_finetune(cfg: Config, checkpoint: Optional[str], progress: bool = True,
         return crop.sample(images, None, generator).large[0]
 
     res = finetune(trunk.to(dev), train_ds, data.test, train_transform=train_transform,
-                   test_transform=data.preprocess(cfg), num_classes=data.train.num_classes, cfg=fc, device=dev,
+                   test_transform=data.preprocess(cfg), num_classes=data.num_classes, cfg=fc, device=dev,
                    seed=cfg.seed, collate_fn=collate, progress=progress)
     res.update(labels_fraction=fc.labels, subset_file=str(subset_path) if subset_path else None, head=fc.head)
     return res
 
 
-def load_method(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
+def load_method(cfg: Config, checkpoint: Optional[str]) -> Method:
     """The whole pretraining method of ``cfg`` (backbone and heads) with the weights of a training checkpoint (a run
     folder or its ``last.ckpt``); random init when ``checkpoint`` is None."""
     from selfsup.engine.checkpoint import load_checkpoint

@@ -68,7 +68,9 @@ class TapFeatures(nn.Module):
         self.dims: Dict[str, int] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        taps = self.rep.forward_taps(x) if hasattr(self.rep, "forward_taps") else {"pre_logits": self.rep(x)}
+        # nn.Module's stubs type unknown attributes Tensor | Module; forward_taps is the backbone's method
+        taps = (self.rep.forward_taps(x)  # type: ignore[operator]
+                if hasattr(self.rep, "forward_taps") else {"pre_logits": self.rep(x)})
         parts = [pool_tap(taps[n].float(), self.max_dims) for n in self.names]
         self.dims = OrderedDict((n, p.shape[1]) for n, p in zip(self.names, parts))
         return torch.cat(parts, dim=1)

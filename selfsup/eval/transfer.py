@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ def finetune_settings(cfg: Config, lr: float, weight_decay: float, epochs: int) 
 
 
 def run_transfer(cfg: Config, checkpoint: Optional[str], progress: bool = True, data=None,
-                 feats=None) -> Dict[str, object]:
+                 feats=None) -> Dict[str, Any]:
     """Linear or fine-tune transfer of ``checkpoint``'s encoder (random init when None) to ``cfg.data``."""
     from selfsup.eval.run import check_probe_labels, device_for, features, load_backbone, probe_data
 
@@ -80,7 +80,7 @@ def run_transfer(cfg: Config, checkpoint: Optional[str], progress: bool = True, 
     def fresh() -> nn.Module:
         return Trunk(load_backbone(cfg, checkpoint)).to(dev)
 
-    def fit(settings: FinetuneEvalConfig, train_ds, eval_ds) -> Dict[str, object]:
+    def fit(settings: FinetuneEvalConfig, train_ds, eval_ds) -> Dict[str, Any]:
         return finetune(fresh(), train_ds, eval_ds, train_transform=train_transform,
                         test_transform=data.preprocess(cfg), num_classes=num_classes, cfg=settings, device=dev,
                         seed=cfg.seed, collate_fn=collate, progress=progress)

@@ -5,17 +5,18 @@ sampler (:func:`selfsup.data.view_stats.view_statistics`) and a PNG grid of exam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, cast
 
 import torch
 
 import selfsup.methods  # noqa: F401  (registers the methods: load_config knows their arguments)
 from selfsup.config import Config, load_config
-from selfsup.data.view_stats import view_statistics
+from selfsup.data.view_stats import ViewStats, view_statistics
 from selfsup.metafiles import check_output_file
 
 
-def recipe_views(recipe: str, overrides: Sequence[str], out: Optional[str], images: int) -> Tuple[Config, Path, object]:
+def recipe_views(recipe: str, overrides: Sequence[str], out: Optional[str],
+                 images: int) -> Tuple[Config, Path, ViewStats]:
     """The recipe's config, the PNG path (checked writable; default ``views-<recipe name>.png``) and the statistics of
     ``images`` draws of the sampler."""
     cfg = load_config(recipe, overrides)
@@ -51,9 +52,10 @@ def draw_view_grid(cfg: Config, png: Path, rows: int, stats) -> str:
     rows = min(rows, len(ds))
     batch = collate([ds[i] for i in range(rows)])
     if "items" in batch:  # data.decode=device
-        from selfsup.data.images import decode_on_device
+        from selfsup.data.images import EncodedImageDataset, decode_on_device
 
-        batch = decode_on_device(batch, ds, torch.device("cpu"))
+        # only an encoded dataset's batches carry items
+        batch = decode_on_device(batch, cast(EncodedImageDataset, ds), torch.device("cpu"))
     sampler = MultiViewSampler(cfg.views, ds.mean, ds.std)
     size = tuple(batch["image"].shape[-2:])
     try:  # the masks pretraining would use (views.mask_source: ground truth, a saliency cache, a random ablation)

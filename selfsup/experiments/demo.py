@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, cast
 
 import torch
 
@@ -75,9 +75,11 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
         neighbours[name] = nearest_neighbours(feats[0], feats[2][queries], k=5)
     plot_bars(rows, ["linear top-1", *[f"kNN k={k} top-1" for k in cfg.eval.knn.k]], out / "probes.png",
               title=f"frozen {cfg.model.backbone} on {cfg.data.dataset} (test set)")
-    test_items = [data.test[int(i)] for i in queries]
+    # the demo's in-memory data: every item is a dict (only a folder dataset can skip an unreadable image)
+    test_items = [cast(Dict[str, Any], data.test[int(i)]) for i in queries]
     shown = sorted({int(i) for idx in neighbours.values() for i in idx.flatten()})
-    plot_neighbours(torch.stack([it["image"] for it in test_items]), {i: data.train[i]["image"] for i in shown},
+    train_images = {i: cast(Dict[str, Any], data.train[i])["image"] for i in shown}
+    plot_neighbours(torch.stack([it["image"] for it in test_items]), train_images,
                     neighbours,
                     out / "neighbours.png", query_labels=[it["label"] for it in test_items],
                     bank_labels=data.train.labels.tolist(), class_names=data.train.class_names,
@@ -85,7 +87,7 @@ def run_demo(out: Path, *, recipe: str = "demo", overrides: Sequence[str] = (), 
                           "green: same class")
 
     elapsed = time.perf_counter() - t_start
-    top5 = ["linear top-5"] if data.train.num_classes > 5 else []  # with 5 classes or fewer top-5 is always 100 %
+    top5 = ["linear top-5"] if data.num_classes > 5 else []  # with 5 classes or fewer top-5 is always 100 %
     keys = ["linear top-1", *top5, *[f"kNN k={k} top-1" for k in cfg.eval.knn.k]]
     table = _table(rows, keys)
     ssl, rnd = rows["RELICv2 pretrained"]["linear top-1"], rows["random init"]["linear top-1"]

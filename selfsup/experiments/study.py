@@ -333,7 +333,7 @@ def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs:
     value = {(m, a, k): _top1(by[(m, a, k)]) for m in rows for a, k in columns if (m, a, k) in by}
     best = {}
     for a, k in columns:
-        vals = [value[(m, a, k)] for m in methods if value.get((m, a, k)) is not None]
+        vals = [v for m in methods if (v := value.get((m, a, k))) is not None]
         best[(a, k)] = max(vals) if vals else None
     header = ["method"] + [f"{a} k={k:g}" for a, k in columns]
     md = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
@@ -355,7 +355,7 @@ def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs:
     grid = [[value.get((m, a, k)) for a, k in columns] for m in rows]
     paths["heatmap"] = plots.plot_heatmap(grid, rows, [f"{a}\nk={k:g}" for a, k in columns], out / "heatmap.png",
                                           title="pre-logits linear top-1 (%)")
-    points = {}
+    points: Dict[str, List[tuple]] = {}
     for r in results:
         if r["method"] != "random" and r.get("pretext_top1") is not None and _top1(r) is not None:
             points.setdefault(r["arch"], []).append((r["pretext_top1"], _top1(r), f"{r['method']} k={r['k']:g}"))
@@ -383,10 +383,10 @@ def write_outputs(results: List[dict], out: Path, methods: Sequence[str], archs:
             if accs.get("pre_logits") is not None:
                 label = f"{r['method']} / {r['arch']}" + ("" if frac == "1" else f", {float(frac):.0%} labels")
                 width_lines.setdefault(label, {})[float(r["k"])] = accs["pre_logits"]
-                m = rows.index(r["method"]) if r["method"] in rows else len(rows)
-                a = list(archs).index(r["arch"]) if r["arch"] in archs else len(archs)
-                styles[label] = {"color": f"C{m % 10}", "marker": markers[a % len(markers)],
-                                 "linestyle": dashes[a % len(dashes)]}
+                mi = rows.index(r["method"]) if r["method"] in rows else len(rows)
+                ai = list(archs).index(r["arch"]) if r["arch"] in archs else len(archs)
+                styles[label] = {"color": f"C{mi % 10}", "marker": markers[ai % len(markers)],
+                                 "linestyle": dashes[ai % len(dashes)]}
     paths["width"] = plots.plot_lines(width_lines, out / "width.png", xlabel="widening factor k",
                                       ylabel="pre-logits linear top-1 (%)",
                                       title="accuracy against width (Revisiting Fig. 7)", styles=styles)

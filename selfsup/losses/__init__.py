@@ -1,4 +1,7 @@
-"""Losses: pure functions of embeddings, each with its own tests. No data loading, no optimisers, no distributed code."""
+"""Losses: pure functions of embeddings, each with its own tests.
+
+No data loading, no optimisers, no distributed code.
+"""
 
 from selfsup.losses.byol import byol_multiview_loss, byol_pair_loss
 from selfsup.losses.dino import dino_multiview_loss, dino_pair_loss, dino_teacher_probs, update_center

@@ -1,6 +1,7 @@
 """DeepUSPS's saliency loss: one minus the continuous F-beta, with soft thresholding of the prediction.
 
-For a predicted map ``p`` in [0, 1] and a binary pseudo-label ``y`` (the raw map ``r`` binarised at ``thr``), per image::
+For a predicted map ``p`` in [0, 1] and a binary pseudo-label ``y`` (the raw map ``r`` binarised at ``thr``),
+per image::
 
     TP = sum p y,  FP = sum p (1 - y),  FN = sum (1 - p) y
     P = TP / (TP + FP),  R = TP / (TP + FN),  F = (1 + beta^2) P R / (beta^2 P + R)

@@ -5,16 +5,16 @@ A method's loss is a sum over view pairs (online/student view, target/teacher vi
 * ``gg``: both views large (RELICv2) / global (SSLight);
 * ``gl``: a small/local online view against a large/global target view (small views never reach the target).
 
-RELICv2 (eq. 3, Listing 1; method-details A2) sums over all L x L large pairs *including* the same crop on both sides, plus
-all S x L small-large pairs, divided by (L + S) * L: the plain mean over pairs. SSLight (A5) re-balances the two kinds:
-``alpha * mean(gg) + (1 - alpha) * mean(gl)``. The plain mean is the special case
+RELICv2 (eq. 3, Listing 1; method-details A2) sums over all L x L large pairs *including* the same crop on both sides,
+plus all S x L small-large pairs, divided by (L + S) * L: the plain mean over pairs. SSLight (A5) re-balances the two
+kinds: ``alpha * mean(gg) + (1 - alpha) * mean(gl)``. The plain mean is the special case
 ``alpha = P_gg / (P_gg + P_gl)``, which :func:`combine_pair_losses` uses when ``alpha`` is None.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -72,7 +72,7 @@ def baseline_alpha(num_gg: int, num_gl: int) -> float:
     return num_gg / (num_gg + num_gl)
 
 
-def multiview_loss(pair_loss, online: Dict[str, Sequence[Tensor]], target: Sequence[Tensor], *,
+def multiview_loss(pair_loss, online: Mapping[str, Sequence[Optional[Tensor]]], target: Sequence[Optional[Tensor]], *,
                    alpha: Optional[float] = None, include_same: bool = True,
                    target_views: Optional[Sequence[int]] = None, **kwargs) -> Tensor:
     """Apply ``pair_loss(online_view, target_view, **kwargs)`` over :func:`view_pairs` and combine the terms.

@@ -3,12 +3,12 @@
 For one pair of view batches, a through the online network and b through the target network:
 
 * ``z = normalize(online)``, ``k = stopgrad(normalize(target))``;
-* candidates of anchor i: ``C_i = {i} u N(i)``, N(i) = ``num_negatives`` (n_e) indices drawn uniformly without replacement
-  from the other batch items (all of them when ``num_negatives`` is None). Both directions use the same C_i;
+* candidates of anchor i: ``C_i = {i} u N(i)``, N(i) = ``num_negatives`` (n_e) indices drawn uniformly without
+  replacement from the other batch items (all of them when ``num_negatives`` is None). Both directions use the same C_i;
 * ``S_ij = <z_i, k_j> / tau``;
 * ``p_i  = softmax_{j in C_i} S_ij`` (online anchor i against target candidates);
-* ``pt_i = softmax_{j in C_i} S_ji`` (target anchor i against online candidates: the swapped distribution of eq. 2, written
-  so that a small view is never needed on the target side);
+* ``pt_i = softmax_{j in C_i} S_ji`` (target anchor i against online candidates: the swapped distribution of eq. 2,
+  written so that a small view is never needed on the target side);
 * ``L_con = mean_i -log p_i(i)``;
 * ``L_inv = mean_i [ stopgrad(sum_j p_i(j) log p_i(j)) - sum_j p_i(j) log pt_i(j) ]``: eq. 2 taken literally, only the
   entropy term is stopped and the cross term keeps gradients through both p and pt;
@@ -22,7 +22,7 @@ The loss is computed in float32 with autocast disabled, whatever precision the n
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
     Two exact samplers of that distribution, by cost:
 
     * few negatives (``8 n_e < B``, the paper's n_e = 10 at any batch): Floyd's algorithm on all rows at once
-      (:func:`_random_ordered_subset`), O(B n_e^2) work and 2 B n_e random numbers;
+      (:func:`random_ordered_subset`), O(B n_e^2) work and 2 B n_e random numbers;
     * otherwise: B x (B - 1) uniform keys, the n_e smallest per row (a random permutation, truncated).
     """
     if not 1 <= num_negatives <= batch_size - 1:
@@ -63,7 +63,7 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         generator = torch.Generator(device=dev).manual_seed(seed)
     if 8 * num_negatives < batch_size:
-        others = _random_ordered_subset(rows, batch_size - 1, num_negatives, generator, ordered=ordered, device=dev)
+        others = random_ordered_subset(rows, batch_size - 1, num_negatives, generator, ordered=ordered, device=dev)
     else:
         keys = torch.rand(rows, batch_size - 1, generator=generator, device=dev)
         # the n_e smallest keys: the first n_e of a random permutation (same set and order as argsort)
@@ -74,7 +74,7 @@ def sample_candidates(batch_size: int, num_negatives: int, *, generator: Optiona
     return (out if count is None else out.view(count, batch_size, 1 + num_negatives)).to(device)
 
 
-def _random_ordered_subset(rows: int, n: int, k: int, generator: Optional[torch.Generator], *, ordered: bool = True,
+def random_ordered_subset(rows: int, n: int, k: int, generator: Optional[torch.Generator], *, ordered: bool = True,
                            device: torch.device = torch.device("cpu")) -> Tensor:
     """``(rows, k)``: for every row, k distinct values of ``range(n)`` in uniformly random order (equivalently the first
     k entries of a uniformly random permutation).
@@ -163,15 +163,17 @@ def relic_multiview_loss(online_large: Sequence[Tensor], online_small: Sequence[
     """
     online = {"large": list(online_large), "small": list(online_small)}
     batch = online_large[0].shape[0] if online_large else 0
-    pair_fn = relic_pair_loss
+    pair_fn: Callable[..., Tensor] = relic_pair_loss
     if num_negatives is not None and 0 < num_negatives < batch - 1:
         # one draw per pair that multiview_loss will visit, in its order
         pairs = len(view_pairs(len(online_large), len(online_small), include_same=include_same))
         draws = iter(sample_candidates(batch, num_negatives, generator=generator, count=pairs, ordered=False,
                                        device=online_large[0].device).unbind(0))
 
-        def pair_fn(o: Tensor, t: Tensor, **kw) -> Tensor:
+        def pair_with_drawn_negatives(o: Tensor, t: Tensor, **kw) -> Tensor:
             return relic_pair_loss(o, t, candidates=next(draws), **kw)
+
+        pair_fn = pair_with_drawn_negatives
 
     return multiview_loss(pair_fn, online, list(target_large), alpha=alpha, include_same=include_same,
                           temperature=temperature, beta=beta, contrast_scale=contrast_scale,

@@ -19,7 +19,7 @@ The engine owns everything else (optimiser, schedules, devices, checkpoints), so
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.method_args import register_method_args
+from selfsup.models.base import Backbone
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Method(nn.Module):
         self.args = cfg.method
 
     ema: EMASpec | None = None
+    backbone: Backbone  # the online encoder, built by each subclass (what the probes evaluate)
 
     @classmethod
     def input_size(cls, cfg: Config) -> int:
@@ -84,7 +86,7 @@ class Method(nn.Module):
         return cfg.views.large.size
 
     @classmethod
-    def wrap_representation(cls, cfg: Config, backbone: nn.Module) -> nn.Module:
+    def wrap_representation(cls, cfg: Config, backbone: Backbone) -> nn.Module:
         """The module whose output the probes evaluate, around a (trained) backbone: the backbone itself, except for
         methods whose representation is not one forward pass of the image (Jigsaw/RPL average over 9 patches)."""
         return backbone
@@ -132,8 +134,8 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 def forward_by_resolution(net: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> List[Tensor]:
     """Run ``net`` once on all views of the same resolution (DINO's MultiCropWrapper idea) and split the result.
 
-    Views of one group share a size, so one batched forward replaces one forward per crop; BatchNorm then normalises over
-    all those views together, as in DINO and SSLight.
+    Views of one group share a size, so one batched forward replaces one forward per crop; BatchNorm then normalises
+    over all those views together, as in DINO and SSLight.
     """
     if not views:
         return []
@@ -147,7 +149,9 @@ def detached_features(features: Sequence[Tensor]) -> Optional[Tensor]:
 
 
 #: method name -> its :class:`Method` class (its arguments dataclass is in :data:`selfsup.method_args.METHOD_ARGS`)
-METHODS: Dict[str, type] = {}
+METHODS: Dict[str, Type[Method]] = {}
+
+_M = TypeVar("_M", bound=Method)
 
 
 def register_method(name: str, *, args: type):
@@ -155,7 +159,7 @@ def register_method(name: str, *, args: type):
     defined in the method's file) as the schema of its ``method.*`` keys
     (:func:`~selfsup.method_args.register_method_args`). One name, one decorator, both registries."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: Type[_M]) -> Type[_M]:
         register_method_args(name, args)
         METHODS[name] = cls
         return cls
@@ -163,12 +167,12 @@ def register_method(name: str, *, args: type):
     return wrap
 
 
-def _method_class(cfg: Config) -> type:
+def _method_class(cfg: Config) -> Type[Method]:
     # every method is registered: importing this module ran ``selfsup/methods/__init__.py``, which imports them all
     return METHODS.get(getattr(cfg.method, "name", None) or "", Method)
 
 
-def representation_of(cfg: Config, backbone: nn.Module) -> nn.Module:
+def representation_of(cfg: Config, backbone: Backbone) -> nn.Module:
     """``cfg.method``'s :meth:`Method.wrap_representation` of ``backbone`` (eval code that loads a bare backbone)."""
     return _method_class(cfg).wrap_representation(cfg, backbone)
 

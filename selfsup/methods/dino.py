@@ -66,8 +66,8 @@ def teacher_temperature(epoch: float, warmup_value: float, final_value: float, w
 
     * ``"linear"``: ``warmup_value + (final_value - warmup_value) * epoch / warmup_epochs``. DINO and SSLight use
       ``np.linspace(warmup_value, final_value, warmup_epochs)`` indexed by the integer epoch, which holds each value for
-      a whole epoch and reaches ``final_value`` at epoch ``warmup_epochs - 1``; here the ramp is continuous and reaches it
-      at ``warmup_epochs`` (for 50 epochs the slopes differ by 2%). It also allows a fractional warm-up (short runs).
+      a whole epoch and reaches ``final_value`` at epoch ``warmup_epochs - 1``; here the ramp is continuous and reaches
+      it at ``warmup_epochs`` (for 50 epochs the slopes differ by 2%). It also allows a fractional warm-up (short runs).
     * ``"cosine"``: ``final + (warmup - final) * (1 + cos(pi * epoch / warmup_epochs)) / 2``.
 
     ``final_value`` from ``warmup_epochs`` on (and throughout when ``warmup_epochs`` is 0).

@@ -40,7 +40,7 @@ Choices and deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,7 @@ class MoCoV2(Method):
     def ema_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
 
-    def queries(self, views: List[Tensor]) -> Tuple[List[Tensor], Optional[Tensor]]:
+    def queries(self, views: Sequence[Sequence[Tensor]]) -> Tuple[List[Tensor], Optional[Tensor]]:
         """Query embeddings (un-normalised): backbone once per resolution group, projector once on all of them; and the
         detached backbone features of the first group (the large query views, :attr:`StepOutput.features`)."""
         groups = [forward_by_resolution(self.backbone, group) for group in views]

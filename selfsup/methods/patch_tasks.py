@@ -42,6 +42,7 @@ from selfsup.errors import ConfigError
 from selfsup.method_args import at_least
 from selfsup.methods.base import Method, StepContext, StepOutput, register_method, require_large_views_only
 from selfsup.metrics.accuracy import topk_accuracy
+from selfsup.models.base import Backbone
 from selfsup.models.heads import MLP
 from selfsup.models.registry import create_backbone
 
@@ -51,7 +52,7 @@ class PatchAverage(nn.Module):
     ``3 * patch_size`` (each cell standardised). Exposes ``num_features``, ``tap_names`` and ``forward_taps`` (each tap
     averaged over the 9 patches) like a backbone."""
 
-    def __init__(self, backbone: nn.Module, patch_size: int) -> None:
+    def __init__(self, backbone: Backbone, patch_size: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.patch_size = patch_size
@@ -119,7 +120,7 @@ class PatchTask(Method):
         return cfg.method.patch_size
 
     @classmethod
-    def wrap_representation(cls, cfg: Config, backbone: nn.Module) -> nn.Module:
+    def wrap_representation(cls, cfg: Config, backbone: Backbone) -> nn.Module:
         return PatchAverage(backbone, cfg.method.patch_size)
 
     def arrange(self, e: torch.Tensor, ctx: StepContext):  # pragma: no cover - abstract
@@ -155,6 +156,7 @@ class JigsawArgs(PatchTaskArgs):
 class Jigsaw(PatchTask):
     num_classes = 100
     parts = 9
+    permutations: torch.Tensor  # (100, 9) buffer, registered in __init__
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

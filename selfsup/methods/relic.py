@@ -1,5 +1,5 @@
-"""RELIC (Mitrovic et al. 2021, "Representation Learning via Invariant Causal Mechanisms"): RELICv2 restricted to RELIC's
-views and negatives.
+"""RELIC (Mitrovic et al. 2021, "Representation Learning via Invariant Causal Mechanisms"): RELICv2 restricted to
+RELIC's views and negatives.
 
 RELIC's objective (method-details B 3.2) is a contrastive likelihood plus a KL term that makes the prediction invariant
 to swapping the two augmentations, the same loss as RELICv2's eq. 1-2 (:func:`selfsup.losses.relic_pair_loss`). What

@@ -7,4 +7,6 @@ that runs during pretraining (:mod:`selfsup.engine.monitor`) share one implement
 from selfsup.metrics.accuracy import check_labels, topk_accuracy, topk_correct
 from selfsup.metrics.knn import knn_classify, knn_eval, knn_scores, nearest_neighbours
 
-__all__ = ["check_labels", "topk_accuracy", "topk_correct", "knn_classify", "knn_eval", "knn_scores", "nearest_neighbours"]
+__all__ = [
+    "check_labels", "topk_accuracy", "topk_correct", "knn_classify", "knn_eval", "knn_scores", "nearest_neighbours",
+]

@@ -11,19 +11,19 @@ Options a family does not use (``model.patch_size`` for CNNs, ``model.drop_path_
 ``model.width`` for ViTs) raise a :class:`~selfsup.errors.ConfigError` when set, rather than being silently ignored
 (:func:`refuse_options`).
 
-Stem (``model.stem``) is chosen from the **input size**, never from the dataset name: ``imagenet`` is the 7x7/2 conv plus
-3x3/2 max-pool (total reduction 4 before stage 1), ``small`` is a 3x3 stride-1 conv without max-pool (the usual CIFAR stem),
-``auto`` takes ``small`` when ``image_size <= model.small_stem_max_size`` and ``imagenet`` otherwise. The convnets follow the
-same rule: their ``imagenet`` stem makes the first conv stride 2 and adds the 3x3/2 max-pool.
+Stem (``model.stem``) is chosen from the **input size**, never from the dataset name: ``imagenet`` is the 7x7/2 conv
+plus 3x3/2 max-pool (total reduction 4 before stage 1), ``small`` is a 3x3 stride-1 conv without max-pool (the usual
+CIFAR stem), ``auto`` takes ``small`` when ``image_size <= model.small_stem_max_size`` and ``imagenet`` otherwise. The
+convnets follow the same rule: their ``imagenet`` stem makes the first conv stride 2 and adds the 3x3/2 max-pool.
 
 Normalisation (``model.norm``):
 
 * ``batch``: :class:`torch.nn.BatchNorm2d`.
 * ``group``: :class:`GroupNorm2d`, with :func:`group_count` groups: the largest divisor of C that is at most
-  ``min(32, C // 2)`` (Wu & He 2018 use 32 groups; the cap keeps at least 2 channels per group for narrow layers, and taking
-  a divisor makes every width valid).
-* ``none``: :class:`ChannelAffine`, a per-channel scale and bias with no statistics at all. It plays the role of the conv
-  bias, and because it has a ``weight`` the last one of each residual branch is zero-initialised by timm's
+  ``min(32, C // 2)`` (Wu & He 2018 use 32 groups; the cap keeps at least 2 channels per group for narrow layers, and
+  taking a divisor makes every width valid).
+* ``none``: :class:`ChannelAffine`, a per-channel scale and bias with no statistics at all. It plays the role of the
+  conv bias, and because it has a ``weight`` the last one of each residual branch is zero-initialised by timm's
   ``zero_init_last``, so deep no-norm ResNets start as identity maps and train (SkipInit, De & Smith 2020).
 
 ``group`` and ``none`` make a training step independent of how a batch is split over processes (BatchNorm statistics are
@@ -68,7 +68,8 @@ __all__ = [
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:
-    """Number of GroupNorm groups for ``channels``: the largest divisor of C not above ``min(max_groups, C // 2)`` (>= 1)."""
+    """Number of GroupNorm groups for ``channels``: the largest divisor of C not above
+    ``min(max_groups, C // 2)`` (>= 1)."""
     target = max(1, min(max_groups, channels // 2))
     for g in range(target, 0, -1):
         if channels % g == 0:
@@ -77,7 +78,8 @@ def group_count(channels: int, max_groups: int = 32) -> int:
 
 
 class GroupNorm2d(nn.GroupNorm):
-    """GroupNorm with the group count taken from :func:`group_count`, constructible as ``norm(num_channels)`` like BN."""
+    """GroupNorm with the group count taken from :func:`group_count`, constructible as ``norm(num_channels)``
+    like BN."""
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None) -> None:
         super().__init__(group_count(num_channels), num_channels, eps=eps, affine=affine, device=device, dtype=dtype)

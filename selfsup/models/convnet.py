@@ -23,7 +23,8 @@ __all__ = ["ConvNetSpec", "CONVNET_SPECS", "build_convnet"]
 
 @dataclass(frozen=True)
 class ConvNetSpec:
-    """Conv3x3-norm-ReLU layers of ``widths`` (scaled by ``model.width``) and ``strides``, then global average pooling."""
+    """Conv3x3-norm-ReLU layers of ``widths`` (scaled by ``model.width``) and ``strides``, then global
+    average pooling."""
 
     widths: Tuple[int, ...]
     strides: Tuple[int, ...]

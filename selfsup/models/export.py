@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple, cast
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ def export_state(backbone: nn.Module, fmt: str, *, width: float = 1.0, image_siz
         raise ConfigError(f"{fmt} export of {name} needs the network's own layout (no model.stage_units, "
                           "model.last_relu=true, no model.representation_dim); export it as --format selfsup")
     name = {"resnet50v1": "resnet50"}.get(name, name)  # Revisiting's name for the same network
-    body = backbone.body.state_dict()
+    body = cast(nn.Module, backbone.body).state_dict()  # a Backbone's trunk
     tensors = {k: v.detach().contiguous().cpu() for k, v in body.items()}
     if name in TORCHVISION_RESNETS or name in ("resnet200",):
         _standard(backbone, fmt, width)
@@ -76,7 +76,7 @@ def export_state(backbone: nn.Module, fmt: str, *, width: float = 1.0, image_siz
         tensors = {re.sub(r"(bn\d)\.norm\.", r"\1.", k): v for k, v in tensors.items()}
         return tensors, {"format": "timm", "timm_model": "mobilenetv2_100", "timm_kwargs": "{}"}
     if name in TIMM_VIT_NAMES:
-        body_net = backbone.body
+        body_net: Any = backbone.body  # a timm VisionTransformer (torch types it as Tensor | Module)
         patch = body_net.patch_embed.patch_size[0]
         kwargs = {"img_size": image_size, "patch_size": patch, "global_pool": "token", "dynamic_img_size": True}
         return tensors, {"format": "timm", "timm_model": TIMM_VIT_NAMES[name], "timm_kwargs": json.dumps(kwargs)}

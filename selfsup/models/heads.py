@@ -1,7 +1,7 @@
 """Heads on top of the representation: the BYOL/RELICv2 projector and predictor MLPs.
 
-RELICv2 (method-details A2) uses BYOL's heads: projector ``Linear(d, 4096)-BN-ReLU-Linear(4096, 256)`` and a predictor of
-the same shape on the 256-d projection. ``MLP(d, 4096, 256)`` builds either.
+RELICv2 (method-details A2) uses BYOL's heads: projector ``Linear(d, 4096)-BN-ReLU-Linear(4096, 256)`` and a predictor
+of the same shape on the 256-d projection. ``MLP(d, 4096, 256)`` builds either.
 
 DINO (SSLight B 1.4) uses :class:`DINOHead`: a 3-layer GELU MLP to a 256-d bottleneck, L2 normalisation, and a
 weight-normalised Linear to ``out_dim`` prototypes.
@@ -29,12 +29,12 @@ class MLP(nn.Sequential):
     """``[Linear(.., hidden) - norm - ReLU] * (num_layers - 1) - Linear(hidden, out_dim)``.
 
     * ``norm="batch"`` (BYOL, RELICv2): BatchNorm1d after each hidden Linear; those Linears have no bias (BN's shift
-      replaces it). ``norm="layer"``: LayerNorm instead, also bias-free and independent of the batch. ``norm="none"``: no
-      normalisation, and the hidden Linears have a bias. The output Linear always has a bias.
+      replaces it). ``norm="layer"``: LayerNorm instead, also bias-free and independent of the batch. ``norm="none"``:
+      no normalisation, and the hidden Linears have a bias. The output Linear always has a bias.
     * ``activation``: ``"relu"`` (BYOL) or ``"gelu"`` (DINO's head).
     * ``num_layers`` counts the Linear layers (2 = BYOL's projector); >= 2 repeats the hidden block.
-    * Linear weights: truncated normal with std ``1/sqrt(fan_in)`` (cut at 2 std), biases 0 (Haiku's default ``hk.Linear``
-      initialiser, which BYOL's and RELICv2's heads use).
+    * Linear weights: truncated normal with std ``1/sqrt(fan_in)`` (cut at 2 std), biases 0 (Haiku's default
+      ``hk.Linear`` initialiser, which BYOL's and RELICv2's heads use).
 
     Being an ``nn.Sequential``, the layers are indexable: ``mlp[0]`` is the first Linear, ``mlp[-1]`` the output Linear.
     """

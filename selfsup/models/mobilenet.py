@@ -18,8 +18,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.models._efficientnet_blocks import InvertedResidual
-from timm.models._efficientnet_builder import decode_arch_def, round_channels
+from timm.models._efficientnet_blocks import InvertedResidual  # noqa: PLC2701 (timm has no public path)
+from timm.models._efficientnet_builder import decode_arch_def, round_channels  # noqa: PLC2701 (timm has no public path)
 from timm.models.efficientnet import EfficientNet
 
 from selfsup.config import ModelConfig

@@ -17,7 +17,7 @@ Registered families (see each module's docstring)
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, cast
 
 import torch
 
@@ -92,6 +92,6 @@ def create_backbone(cfg: ModelConfig, image_size: int, in_chans: int = 3, *,
     if cfg.representation_dim is not None:
         backbone.set_representation_dim(cfg.representation_dim)
         if device is not None:
-            backbone.rep_layer.to(device)
+            cast(torch.nn.Module, backbone.rep_layer).to(device)  # set just above
     return backbone
 

@@ -13,7 +13,7 @@ Stems, norms and refused options: :mod:`selfsup.models.base`.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,7 @@ from selfsup.models.registry import register_family
 __all__ = ["RESNET_SPECS", "ResNetBackbone", "build_resnet"]
 
 # name: (block, stage depths)
-RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, int, int, int]]] = {
+RESNET_SPECS: Dict[str, Tuple[type, Tuple[int, ...]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
@@ -49,7 +49,8 @@ class ResNetBackbone(StagedBackbone):
                                          f"stages {RESNET_SPECS[name][1]}).")
 def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
                  device: Optional[torch.device | str] = None) -> ResNetBackbone:
-    """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by :func:`~selfsup.models.base.select_stem`.
+    """A width-``cfg.width`` ResNet (every stage and the stem widened) with the stem chosen by
+    :func:`~selfsup.models.base.select_stem`.
 
     ``model.stage_units`` overrides the units per stage, ``model.last_relu=false`` removes the ReLU after the last
     unit's addition (Revisiting's "ResNet50 v1 (-)"), and ``model.stem=patch_task`` is Revisiting's override for 64 px
@@ -62,8 +63,10 @@ def build_resnet(name: str, cfg: ModelConfig, *, image_size: int, in_chans: int 
     norm = norm_layer(cfg.norm)
     channels = tuple(scale_width(c, cfg.width) for c in (64, 128, 256, 512))
     stem_width = scale_width(64, cfg.width)
-    net = ResNet(block, layers, num_classes=0, in_chans=in_chans, global_pool="avg", channels=channels,
-                 norm_layer=norm, device=device)
+    # Any: timm adds the stages with add_module and types conv1 by its first stem branch, so the edits below are
+    # dynamic; and timm annotates ``block`` as an instance where it takes the class
+    net: Any = ResNet(block, layers, num_classes=0, in_chans=in_chans,  # type: ignore[arg-type]
+                      global_pool="avg", channels=channels, norm_layer=norm, device=device)
     if stem != "imagenet" or stem_width != 64:
         # timm's plain stem is a 7x7/2 conv of fixed width 64: replace it, and rebuild stage 1 so that its first block
         # takes stem_width inputs (BasicBlock then needs no projection, as in the wide ResNets of SimCLR/BYOL).

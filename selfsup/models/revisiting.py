@@ -37,7 +37,7 @@ autograd (the activations are stored), so the invertibility is a property of the
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -92,8 +92,9 @@ def build_resnet50v2(cfg: ModelConfig, *, image_size: int, in_chans: int = 3,
     channels = tuple(scale_width(c, cfg.width) for c in (256, 512, 1024, 2048))
     root = scale_width(64, cfg.width)
     norm_act = norm_act_layer(cfg.norm, nn.ReLU)
-    net = ResNetV2(list(units), channels=channels, num_classes=0, in_chans=in_chans, stem_chs=root, stem_type="fixed",
-                   preact=True, conv_layer=create_conv2d, norm_layer=norm_act, device=device)
+    # Any: timm's stem and stages are Sequentials whose children torch types as Tensor | Module; edited dynamically
+    net: Any = ResNetV2(list(units), channels=channels, num_classes=0, in_chans=in_chans, stem_chs=root,
+                        stem_type="fixed", preact=True, conv_layer=create_conv2d, norm_layer=norm_act, device=device)
     if stem == "small":
         net.stem = nn.Sequential(OrderedDict(conv=nn.Conv2d(in_chans, root, 3, padding=1, bias=False, device=device)))
     elif stem == "patch_task":
@@ -179,7 +180,7 @@ class RevStage(nn.Sequential):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Invert the units (the pooling transition is not invertible and is not undone)."""
         for unit in reversed(list(self.children())):
-            y = unit.inverse(y)
+            y = cast(RevUnit, unit).inverse(y)  # __init__ adds RevUnits only
         return y
 
 
@@ -230,6 +231,7 @@ class VGGBackbone(Backbone):
     was built for; other inputs are average-pooled to it first."""
 
     tap_names = VGG_TAPS
+    body: Any  # a Sequential of blocks, fc6 and fc7, read by name (torch types a child as Tensor | Module)
 
     def __init__(self, body: nn.Module, *, fc6_grid: int, **kw) -> None:
         super().__init__(body, **kw)

@@ -49,9 +49,9 @@ class ViTBackbone(Backbone):
 
     ``dynamic_img_size`` is on: the learned position embedding (a grid for the ``image_size`` the backbone was built
     for) is resampled bicubically to the grid of each input, so global and local views of different sizes share one
-    module. Input sides must be multiples of the patch size, else a :class:`~selfsup.errors.ConfigError` names them. We do
-    not use timm's ``dynamic_img_pad``: its partly zero border patches are unlike any patch of the other view sizes, and
-    every size SSLight uses (224, 96, 128 with patches 16 and 32) divides anyway.
+    module. Input sides must be multiples of the patch size, else a :class:`~selfsup.errors.ConfigError` names them. We
+    do not use timm's ``dynamic_img_pad``: its partly zero border patches are unlike any patch of the other view sizes,
+    and every size SSLight uses (224, 96, 128 with patches 16 and 32) divides anyway.
     """
 
     body: VisionTransformer

@@ -52,7 +52,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,7 +103,7 @@ class SuperpixelGraph:
 
     @property
     def boundary(self) -> np.ndarray:
-        return self.sides.any(0)
+        return cast(np.ndarray, self.sides.any(0))  # sides is (n, 4): the reduction is an array, never a scalar
 
     def to_pixels(self, values: np.ndarray) -> np.ndarray:
         """Per-superpixel values painted onto the image grid."""

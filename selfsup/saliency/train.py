@@ -8,7 +8,7 @@ average that becomes the next round's targets (:mod:`selfsup.saliency.fit` says 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +109,8 @@ def train_saliency_net(cfg: Config, images: Tensor, targets: Sequence[Tensor], t
         return Batch(normalize(x, mean, std), flipped, (idx, flip))
 
     def loss_fn(p: Tensor, flipped: List[Tensor]) -> Tensor:
-        return sum(fbeta_loss(p, t, thr, beta2) for t, thr in zip(flipped, thresholds)) / len(targets)
+        # a tensor: with no targets the division by zero raises first
+        return cast(Tensor, sum(fbeta_loss(p, t, thr, beta2) for t, thr in zip(flipped, thresholds)) / len(targets))
 
     def nonfinite(value: float, epoch: int) -> Exception:
         return ConfigError(f"{desc}: the saliency loss is {value} at epoch {epoch}; lower the learning "

@@ -83,8 +83,9 @@ def test_corrupt_image_is_named_and_skip_mode_counts(tmp_path):
     for i in range(20):
         Image.new("RGB", (20, 24), (10 * i, 50, 90)).save(root / f"img{i:02d}.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
+    # unlabelled folder: no monitor notice before the error
     common = [*TINY, "data.dataset=folder", f"data.root={root}", "views.mask_p=0", f"out={tmp_path / 'run'}",
-              "train.steps=2", "train.batch_size=8", "monitor.knn_every_steps=0"]  # unlabelled folder: no monitor notice before the error
+              "train.steps=2", "train.batch_size=8", "monitor.knn_every_steps=0"]
     proc = run_cli("pretrain", *common)
     assert proc.returncode == 2
     assert "broken.jpg" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -47,7 +47,8 @@ def test_device_decoded_batch_equals_the_cpu_batch(photos):
     assert torch.equal(batch["image"], ref["image"]) and torch.equal(batch["size"], ref["size"])
     assert torch.equal(batch["index"], ref["index"]) and torch.equal(batch["label"], ref["label"])
     # evaluation and mask caches see decoded centre squares, whatever data.decode says
-    assert "image" in dev.centre_square()[0] and build_dataset(_cfg(photos, "device"), "train")[0]["image"].shape[-1] == 20
+    assert ("image" in dev.centre_square()[0]
+            and build_dataset(_cfg(photos, "device"), "train")[0]["image"].shape[-1] == 20)
 
 
 def test_auto_decodes_on_cuda_only():

@@ -164,12 +164,12 @@ def test_the_kNN_monitor_probes_centre_squares_of_whole_image_data(tmp_path):
     """The monitor's kNN bank comes from the training set; with whole-image (or still-encoded) items it must read the
     decoded centre squares, as evaluation does, not padded canvases."""
     from selfsup.config import load_config
-    from selfsup.engine.monitor import _knn_subsets
+    from selfsup.engine.monitor import knn_subsets
 
     _photos(tmp_path / "photos", [(64, 48), (48, 64), (200, 40), (40, 40)])
     cfg = load_config(None, ["data.dataset=folder", f"data.root={tmp_path / 'photos'}", "data.image_size=16",
                              "monitor.knn_train_size=4", "monitor.knn_test_size=2"])
     whole = build_dataset(cfg.data, "train", for_views=True, device_decode=True)
-    bank, queries = _knn_subsets(cfg, whole)
+    bank, queries = knn_subsets(cfg, whole)
     assert all(tuple(bank[i]["image"].shape) == (3, 16, 16) for i in range(len(bank)))
     assert all(tuple(queries[i]["image"].shape) == (3, 16, 16) for i in range(len(queries)))

@@ -84,7 +84,8 @@ def _free_port() -> int:
 
 def test_two_nodes_through_torchrun_match_one_process(tmp_path):
     """The documented multi-node launch (docs/scaling.md): ``torchrun --nnodes 2 --node-rank R`` once per "node"
-    (here both on localhost, 1 process each) with ``train.num_nodes=2``, gives the single process's losses and weights."""
+    (here both on localhost, 1 process each) with ``train.num_nodes=2``, gives the single process's losses and
+    weights."""
     import os
     import subprocess
     import sys

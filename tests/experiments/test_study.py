@@ -62,7 +62,8 @@ def test_study_cli_writes_table_and_figures_and_skips_done_cells(tmp_path, capsy
     wider = [a if a != "0.5" else "0.5,1" for a in args]
     assert main([*wider, "--report-only"]) == 0
     assert not (out / "cells" / "rotation_revnet50_k1").exists()
-    assert "revnet50 k=1" in (out / "table.md").read_text() and len(json.loads((out / "study.json").read_text())["cells"]) == 6
+    assert ("revnet50 k=1" in (out / "table.md").read_text()
+            and len(json.loads((out / "study.json").read_text())["cells"]) == 6)
 
 
 def test_study_bad_options_are_one_line(capsys):

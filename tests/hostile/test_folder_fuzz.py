@@ -224,7 +224,8 @@ def test_skip_corrupt_counts_warns_once_and_stops_clearly_when_nothing_is_left(f
                                         "views.small.count=0", "train.batch_size=2", "train.steps=2",
                                         "train.progress=false", "monitor.online_linear=false",
                                         "monitor.knn_every_steps=0"])
-    with pytest.raises(DataError, match=r"no readable image in the batch of step 0: 2 unreadable images skipped so far"):
+    with pytest.raises(DataError,
+                       match=r"no readable image in the batch of step 0: 2 unreadable images skipped so far"):
         pretrain(cfg)
 
 

@@ -29,10 +29,10 @@ IMG = "<img src=x onerror=alert(1)>"
 
 def test_log_header_is_the_trainers():
     """The fixtures' header, and the columns the report reads as numbers, are the trainer's own."""
-    from selfsup.engine.steplog import _StepLog
+    from selfsup.engine.steplog import StepLog
     from selfsup.eval.plots import TRAIN_LOG_COLUMNS
 
-    assert list(_StepLog.FIELDS) == LOG_HEADER == list(TRAIN_LOG_COLUMNS)
+    assert list(StepLog.FIELDS) == LOG_HEADER == list(TRAIN_LOG_COLUMNS)
 
 
 def log_text(rows=6, loss=None) -> str:

@@ -130,4 +130,4 @@ def test_nan_stop_names_a_checkpoint_that_resumes_at_a_sane_lr(tmp_path, one_thr
     assert list((tmp_path / "run").glob("nonfinite_step*.ckpt")) or state["step"] == 0
     sane = [o for o in diverge if "base_lr" not in o] + ["optim.base_lr=0.1"]
     res = pretrain(_cfg(tmp_path, *sane), resume="auto", allow_changes=True)
-    assert res.step == 6 and all(l == l for l in res.losses)
+    assert res.step == 6 and all(loss == loss for loss in res.losses)

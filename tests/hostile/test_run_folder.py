@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from selfsup.config import load_config
-from selfsup.engine.skips import _union
+from selfsup.engine.skips import union
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import CheckpointError
 from selfsup.metafiles import RunLock
@@ -204,7 +204,7 @@ def test_an_older_checkpoint_with_only_a_skip_count_still_resumes(finished):
 
 
 class _TwoRanks:
-    """A stand-in for a 2-process Fabric whose other process holds ``other``: enough for :func:`_union`'s
+    """A stand-in for a 2-process Fabric whose other process holds ``other``: enough for :func:`union`'s
     collectives (a max of the lengths, then a gather of padded index lists)."""
 
     world_size = 2
@@ -224,9 +224,9 @@ class _TwoRanks:
 
 
 def test_skipped_images_are_a_union_over_processes():
-    assert _union(_TwoRanks({3, 9}), {1, 3}) == {1, 3, 9}
-    assert _union(_TwoRanks({5, 6, 7}), set()) == {5, 6, 7}
-    assert _union(_TwoRanks(set()), set()) == set()
+    assert union(_TwoRanks({3, 9}), {1, 3}) == {1, 3, 9}
+    assert union(_TwoRanks({5, 6, 7}), set()) == {5, 6, 7}
+    assert union(_TwoRanks(set()), set()) == set()
 
 
 @pytest.mark.slow

@@ -75,9 +75,9 @@ def test_floyd_sampler_draws_uniform_ordered_tuples():
     distinct values is equally likely, exactly as the first k of a random permutation."""
     from collections import Counter
 
-    from selfsup.losses.relic import _random_ordered_subset
+    from selfsup.losses.relic import random_ordered_subset
 
-    draws = _random_ordered_subset(60000, 5, 2, torch.Generator().manual_seed(0))
+    draws = random_ordered_subset(60000, 5, 2, torch.Generator().manual_seed(0))
     counts = Counter(map(tuple, draws.tolist()))
     assert len(counts) == 20 and all(a != b for a, b in counts)  # 5 x 4 ordered pairs, never a repeat
     expected = 60000 / 20
@@ -100,9 +100,9 @@ def test_unordered_floyd_subsets_are_uniform_and_the_loss_ignores_their_order():
     any order of the negatives in a row."""
     from collections import Counter
 
-    from selfsup.losses.relic import _random_ordered_subset
+    from selfsup.losses.relic import random_ordered_subset
 
-    draws = _random_ordered_subset(60000, 6, 3, torch.Generator().manual_seed(0), ordered=False)
+    draws = random_ordered_subset(60000, 6, 3, torch.Generator().manual_seed(0), ordered=False)
     counts = Counter(frozenset(r) for r in draws.tolist())
     assert len(counts) == 20 and all(len(c) == 3 for c in counts)  # C(6, 3) subsets, no repeats within a row
     expected = 60000 / 20
@@ -177,7 +177,7 @@ def test_view_pairs_follow_eq3():
     gg = [(p.online, p.target) for p in pairs if p.kind == "gg"]
     assert sorted(gg) == [(a, b) for a in range(4) for b in range(4)]  # includes l1 == l2
     gl = [(p.online, p.target) for p in pairs if p.kind == "gl"]
-    assert sorted(gl) == [(s, l) for s in range(2) for l in range(4)]
+    assert sorted(gl) == [(s, lg) for s in range(2) for lg in range(4)]
     assert all(p.online_group == "small" for p in pairs if p.kind == "gl")
     assert len(view_pairs(3, 0, include_same=False)) == 6
 
@@ -199,7 +199,7 @@ def test_multiview_loss_matches_loops_over_eq3():
     got = relic_multiview_loss(ol, os_, tl, temperature=0.2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
     # same_crop_pairs=false: the L same-crop terms (online l vs target l) are left out of the sum and of the count
-    same = sum(_loop_pair_loss(ol[l], tl[l], 0.2, 1.0, 1.0, cand) for l in range(L))
+    same = sum(_loop_pair_loss(ol[lg], tl[lg], 0.2, 1.0, 1.0, cand) for lg in range(L))
     got = relic_multiview_loss(ol, os_, tl, temperature=0.2, include_same=False)
     assert got.item() == pytest.approx((total - same) / ((L + S) * L - L), rel=1e-5)
 

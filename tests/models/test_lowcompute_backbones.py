@@ -1,5 +1,6 @@
-"""SSLight's low-compute backbones: MobileNetV2 and the ViTs (parameter counts from SSLight Table 4), input sizes, stems,
-norms, options that a family does not use, channels_last, and a short CLI pretraining run with each new family."""
+"""SSLight's low-compute backbones: MobileNetV2 and the ViTs (parameter counts from SSLight Table 4), input sizes,
+stems, norms, options that a family does not use, channels_last, and a short CLI pretraining run with each new
+family."""
 
 import copy
 import csv
@@ -10,7 +11,7 @@ import timm
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
-from timm.models._efficientnet_blocks import InvertedResidual
+from timm.models._efficientnet_blocks import InvertedResidual  # noqa: PLC2701 (timm has no public path)
 
 from selfsup.cli.main import main
 from selfsup.config import ModelConfig, load_config

@@ -58,7 +58,8 @@ def read_idx(path: os.PathLike, limit: Optional[int] = None) -> np.ndarray:
             if len(header) < 4 or header[0] != 0 or header[1] != 0:
                 raise DataError(f"{path} is not an IDX file (bad magic number {header.hex() or 'empty'})")
             if header[2] != _IDX_UBYTE:
-                raise DataError(f"{path}: unsupported IDX element type 0x{header[2]:02x} (expected 0x08, unsigned byte)")
+                raise DataError(
+                    f"{path}: unsupported IDX element type 0x{header[2]:02x} (expected 0x08, unsigned byte)")
             ndim = header[3]
             if ndim == 0:
                 raise DataError(f"{path}: IDX header declares 0 dimensions")

@@ -10,7 +10,8 @@ from selfsup.data.shapes import BACKGROUND_FAMILIES, ShapesDataset
 
 def validate(cfg: DataConfig) -> None:
     """The shapes' own settings: ``data.num_classes``, ``data.train_size``, ``data.test_size`` (> 0),
-    ``data.spurious`` and ``data.test_spurious`` (in [0, 1]). ``data.backgrounds`` names are checked by the generator."""
+    ``data.spurious`` and ``data.test_spurious`` (in [0, 1]).
+    ``data.backgrounds`` names are checked by the generator."""
     _positive("data.num_classes", cfg.num_classes)
     _positive("data.train_size", cfg.train_size)
     _positive("data.test_size", cfg.test_size)
