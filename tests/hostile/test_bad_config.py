@@ -55,6 +55,7 @@ def _finite(cfg):
     walk(cfg)
 
 
+@pytest.mark.slow  # every config field x every hostile value: about a minute
 def test_every_field_refuses_hostile_values_with_one_line():
     keys = _leaves(Config)
     assert len(keys) > 80  # the whole schema, not a hand-picked list

@@ -48,6 +48,7 @@ def finished(tmp_path, one_thread):
     return tmp_path / "run"
 
 
+@pytest.mark.slow  # two real pretraining processes
 def test_a_second_process_on_a_run_folder_is_refused_and_the_first_finishes(tmp_path):
     """The first run is paused (SIGSTOP) while it holds the folder, however slowly the others start on a loaded
     machine; once resumed it is past its time budget and ends at its next step."""
