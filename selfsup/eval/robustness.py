@@ -149,9 +149,10 @@ def run_robustness(cfg, checkpoint: Optional[str], *, corruptions: Sequence[str]
     from torch.utils.data import Subset
 
     from selfsup.data.base import collate
+    from selfsup.engine.devices import device_for
     from selfsup.eval.features import extract_features
     from selfsup.eval.linear import fit_logistic_lbfgs
-    from selfsup.eval.run import device_for, features, load_backbone, probe_data
+    from selfsup.eval.run import features, load_backbone, probe_data
     from selfsup.metrics.accuracy import topk_accuracy
 
     for c in corruptions:

@@ -23,7 +23,7 @@ from selfsup.data.base import ImageDataset, collate
 from selfsup.data.datasets import build_dataset
 from selfsup.data.views import center_crop_resize, normalize, train_crop_flip_sampler
 from selfsup.engine.checkpoint import load_backbone_state, load_backbone_weights
-from selfsup.engine.devices import device_for  # noqa: F401  (re-exported for the eval modules)
+from selfsup.engine.devices import device_for
 from selfsup.errors import CheckpointError, ConfigError
 from selfsup.eval.features import extract_features
 from selfsup.eval.linear import fit_logistic_lbfgs, linear_probe_sgd

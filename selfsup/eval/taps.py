@@ -30,11 +30,12 @@ from tqdm.auto import tqdm
 from selfsup.config import Config, TapsEvalConfig
 from selfsup.data.base import collate
 from selfsup.data.subsets import class_balanced_subset
+from selfsup.engine.devices import device_for
 from selfsup.engine.supervised import LoopSettings, TensorBatches, train_supervised
 from selfsup.errors import ConfigError, NonFiniteLossError
 from selfsup.eval.features import extract_features
 from selfsup.eval.linear import feature_stats, fit_logistic_lbfgs
-from selfsup.eval.run import device_for, probe_data
+from selfsup.eval.run import probe_data
 from selfsup.models.heads import MLP
 from selfsup.schedules import step_decay
 

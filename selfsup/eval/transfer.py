@@ -55,7 +55,8 @@ def finetune_settings(cfg: Config, lr: float, weight_decay: float, epochs: int) 
 def run_transfer(cfg: Config, checkpoint: Optional[str], progress: bool = True, data=None,
                  feats=None) -> Dict[str, Any]:
     """Linear or fine-tune transfer of ``checkpoint``'s encoder (random init when None) to ``cfg.data``."""
-    from selfsup.eval.run import check_probe_labels, device_for, features, load_backbone, probe_data
+    from selfsup.engine.devices import device_for
+    from selfsup.eval.run import check_probe_labels, features, load_backbone, probe_data
 
     t = cfg.eval.transfer
     data = data or probe_data(cfg)

@@ -50,11 +50,12 @@ from selfsup.config import Config, find_recipe, list_recipes, load_config, to_di
 from selfsup.data.base import collate
 from selfsup.data.datasets import build_dataset
 from selfsup.data.views import MultiViewSampler
+from selfsup.engine.devices import device_for
 from selfsup.engine.resume import RESUME_FREE_KEYS, _flatten
 from selfsup.engine.seeds import generator_for
 from selfsup.engine.trainer import pretrain
 from selfsup.errors import ConfigError, DataError
-from selfsup.eval.run import device_for, load_backbone, load_method, write_json
+from selfsup.eval.run import load_backbone, load_method, write_json
 from selfsup.eval.taps import run_taps
 from selfsup.fileio import atomic_write_bytes
 from selfsup.metafiles import Fields, make_output_dir, read_json
