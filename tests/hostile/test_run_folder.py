@@ -155,13 +155,18 @@ def test_resume_from_another_optimiser_or_a_backbone_file_is_one_line(finished):
                  resume=str(finished / "backbone.safetensors"))
 
 
-def test_skip_corrupt_counts_distinct_images_across_resumes(tmp_path, one_thread):
-    root = tmp_path / "images"
+def _twelve_good_four_corrupt(root: Path) -> Path:
+    """A flat folder of 12 readable PNGs and 4 files that are not images."""
     root.mkdir()
     for k in range(12):
         Image.new("RGB", (20, 18), (20 * k, 100, 255 - 20 * k)).save(root / f"good{k:02d}.png")
     for k in range(4):
         (root / f"bad{k}.png").write_bytes(b"not a png" * (k + 1))
+    return root
+
+
+def test_skip_corrupt_counts_distinct_images_across_resumes(tmp_path, one_thread):
+    root = _twelve_good_four_corrupt(tmp_path / "images")
     out = tmp_path / "run"
     folder = [o for o in TINY if not o.startswith(SHAPES_ONLY)] + [
         "data.dataset=folder", f"data.root={root}", "data.skip_corrupt=true", "views.mask_p=0",
@@ -234,12 +239,7 @@ def test_skipped_images_are_a_union_over_processes():
 def test_ddp_counts_each_unreadable_image_once(tmp_path):
     """2 CPU processes (ddp_spawn): the run folder's lock does not lock the run's own processes out, and the skipped
     images are the union over the processes (4), not a sum of skip events."""
-    root = tmp_path / "images"
-    root.mkdir()
-    for k in range(12):
-        Image.new("RGB", (20, 18), (20 * k, 100, 255 - 20 * k)).save(root / f"good{k:02d}.png")
-    for k in range(4):
-        (root / f"bad{k}.png").write_bytes(b"not a png" * (k + 1))
+    root = _twelve_good_four_corrupt(tmp_path / "images")
     folder = [o for o in TINY if not o.startswith(SHAPES_ONLY)] + [
         "data.dataset=folder", f"data.root={root}", "data.skip_corrupt=true", "views.mask_p=0",
         "train.batch_size=4", "train.steps=12", "model.norm=group", "method.head_norm=none",
